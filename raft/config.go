@@ -1,0 +1,137 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+)
+
+// Config configures one raft core. Durations are in ticks: the runtime
+// decides how long a tick is.
+type Config struct {
+	// ID identifies this node; it must not be 0 (raftpb.None).
+	ID uint64
+	// Voters is the initial membership, used only when Storage holds no
+	// membership yet (a brand-new cluster). It must include ID.
+	Voters []uint64
+	// Storage is the durable log the core reads from.
+	Storage Storage
+	// Applied is the last index the state machine has applied (after a
+	// restart); the core will not hand out entries at or below it again.
+	Applied uint64
+
+	// ElectionTicks is the base election timeout: a follower that hears
+	// from no leader for a random number of ticks in
+	// [ElectionTicks, 2*ElectionTicks) starts an election.
+	ElectionTicks int
+	// HeartbeatTicks is the leader's heartbeat interval; it must be less
+	// than ElectionTicks.
+	HeartbeatTicks int
+
+	// PreVote makes a node first check, without bumping its term, that it
+	// could win an election (Raft thesis §9.6).
+	PreVote bool
+	// CheckQuorum makes a leader step down when it has not heard from a
+	// quorum within an election timeout, and makes followers that heard from
+	// a live leader ignore vote requests (thesis §6.2, §4.2.3).
+	CheckQuorum bool
+
+	// MaxSizePerMsg bounds the bytes of entries in one append message.
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds the appends in flight to one follower while
+	// pipelining.
+	MaxInflightMsgs int
+	// MaxInflightBytes bounds the bytes of entries in flight to one
+	// follower; 0 means no limit beyond MaxInflightMsgs*MaxSizePerMsg.
+	MaxInflightBytes uint64
+	// MaxCommittedSizePerReady bounds the bytes of CommittedEntries in one
+	// Ready.
+	MaxCommittedSizePerReady uint64
+
+	// Rand is the only source of randomness the core uses (election
+	// timeouts). Seed it for reproducible runs.
+	Rand *rand.Rand
+
+	// Knobs deliberately break the algorithm. They exist only so the
+	// simulator can prove it catches each kind of bug; never set them
+	// outside tests.
+	Knobs TestingKnobs
+}
+
+// TestingKnobs each disable one safety rule.
+type TestingKnobs struct {
+	// SkipUpToDateCheck grants votes without the §5.4.1 log comparison.
+	SkipUpToDateCheck bool
+	// CommitOldTermByCounting lets a leader commit an entry of an earlier
+	// term once a majority stores it (the Figure 8 bug).
+	CommitOldTermByCounting bool
+	// ForgetVoteOnRestart drops the persisted vote when the core starts.
+	ForgetVoteOnRestart bool
+	// SkipConflictTruncation appends entries without removing a
+	// conflicting suffix first.
+	SkipConflictTruncation bool
+}
+
+// DefaultConfig returns a Config with sensible sizes and timings for a
+// 100 ms tick; the caller sets ID, Voters, Storage and Rand.
+func DefaultConfig() Config {
+	return Config{
+		ElectionTicks:            10,
+		HeartbeatTicks:           1,
+		PreVote:                  true,
+		CheckQuorum:              true,
+		MaxSizePerMsg:            1 << 20,
+		MaxInflightMsgs:          256,
+		MaxInflightBytes:         32 << 20,
+		MaxCommittedSizePerReady: 64 << 20,
+	}
+}
+
+// Validate checks the fields against each other.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ID == 0 {
+		errs = append(errs, errors.New("ID must not be 0"))
+	}
+	if c.Storage == nil {
+		errs = append(errs, errors.New("Storage must be set"))
+	}
+	if c.Rand == nil {
+		errs = append(errs, errors.New("Rand must be set"))
+	}
+	if c.HeartbeatTicks <= 0 {
+		errs = append(errs, fmt.Errorf("HeartbeatTicks must be positive, got %d", c.HeartbeatTicks))
+	}
+	if c.ElectionTicks <= c.HeartbeatTicks {
+		errs = append(errs, fmt.Errorf("ElectionTicks (%d) must be greater than HeartbeatTicks (%d)", c.ElectionTicks, c.HeartbeatTicks))
+	}
+	if c.MaxSizePerMsg == 0 {
+		errs = append(errs, errors.New("MaxSizePerMsg must be positive"))
+	}
+	if c.MaxInflightMsgs <= 0 {
+		errs = append(errs, fmt.Errorf("MaxInflightMsgs must be positive, got %d", c.MaxInflightMsgs))
+	}
+	if c.MaxInflightBytes != 0 && c.MaxInflightBytes < c.MaxSizePerMsg {
+		errs = append(errs, fmt.Errorf("MaxInflightBytes (%d) must be 0 or at least MaxSizePerMsg (%d)", c.MaxInflightBytes, c.MaxSizePerMsg))
+	}
+	if c.MaxCommittedSizePerReady == 0 {
+		errs = append(errs, errors.New("MaxCommittedSizePerReady must be positive"))
+	}
+	seen := make(map[uint64]bool, len(c.Voters))
+	for _, v := range c.Voters {
+		if v == 0 {
+			errs = append(errs, errors.New("Voters must not contain 0"))
+		}
+		if seen[v] {
+			errs = append(errs, fmt.Errorf("Voters lists %d twice", v))
+		}
+		seen[v] = true
+	}
+	if len(c.Voters) > 0 && !seen[c.ID] {
+		errs = append(errs, fmt.Errorf("Voters %v must include ID %d", c.Voters, c.ID))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("raft config: %w", err)
+	}
+	return nil
+}
