@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("Storage must be set"))
 	}
 	if c.Rand == nil {
-		errs = append(errs, errors.New("Rand must be set"))
+		errs = append(errs, errors.New("no Rand: it must be set"))
 	}
 	if c.HeartbeatTicks <= 0 {
 		errs = append(errs, fmt.Errorf("HeartbeatTicks must be positive, got %d", c.HeartbeatTicks))
@@ -120,15 +120,15 @@ func (c *Config) Validate() error {
 	seen := make(map[uint64]bool, len(c.Voters))
 	for _, v := range c.Voters {
 		if v == 0 {
-			errs = append(errs, errors.New("Voters must not contain 0"))
+			errs = append(errs, errors.New("voter id 0 is not allowed"))
 		}
 		if seen[v] {
-			errs = append(errs, fmt.Errorf("Voters lists %d twice", v))
+			errs = append(errs, fmt.Errorf("voter %d is listed twice", v))
 		}
 		seen[v] = true
 	}
 	if len(c.Voters) > 0 && !seen[c.ID] {
-		errs = append(errs, fmt.Errorf("Voters %v must include ID %d", c.Voters, c.ID))
+		errs = append(errs, fmt.Errorf("the voters %v must include ID %d", c.Voters, c.ID))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("raft config: %w", err)

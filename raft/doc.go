@@ -1,0 +1,51 @@
+// Package raft implements the Raft consensus algorithm as a deterministic
+// state machine.
+//
+// The Core owns no goroutine, performs no I/O, reads no clock and draws
+// randomness only from Config.Rand: given the same inputs it produces the
+// same outputs, which is what lets the simulator replay a failing run from
+// its seed. Everything with side effects — disks, sockets, timers, the
+// application's state machine — belongs to the runtime that drives it.
+//
+// # Usage contract
+//
+// The runtime drives one Core from one goroutine:
+//
+//  1. Create the core with New(cfg). cfg.Storage holds what the node
+//     persisted before (nothing, for a new node, in which case cfg.Voters
+//     names the initial members). cfg.Applied is the last index the
+//     state machine already holds after restoring its own snapshot.
+//  2. Call Tick at a fixed interval: timeouts are counted in ticks
+//     (Config.ElectionTicks, Config.HeartbeatTicks).
+//  3. Feed it inputs: Step for every message from a peer (and the local
+//     reports MsgUnreachable and MsgSnapStatus), Propose for new commands,
+//     ReadIndex for linearizable reads, TransferLeadership, Campaign.
+//     Step rejects malformed messages with an error and ignores stale
+//     ones; neither leaves a mark on the core.
+//  4. When HasReady reports true, take rd := Ready() and, in this order:
+//     send rd.Messages (at any point, even before persisting); persist
+//     rd.Snapshot, rd.Entries and rd.HardState to the Storage the core
+//     reads (MustSync says whether an fsync is needed); only then send
+//     rd.MessagesAfterPersist; apply rd.Snapshot then
+//     rd.CommittedEntries to the state machine; answer the reads in
+//     rd.ReadStates once rd.ReadStates[i].Index is applied.
+//  5. Call Advance(rd). Inputs may keep arriving between Ready and
+//     Advance, but the next Ready must wait for Advance.
+//  6. To restart after a crash, go back to step 1 with the same Storage:
+//     the core finds its term, vote, log and commit index there.
+//
+// The ordering in step 4 is what makes the protocol safe across crashes: a
+// vote or an append acknowledgement promises that the node will remember
+// it, so it may only leave once the promise is on disk. A leader's own
+// entries count toward the commit quorum only after the Advance of the
+// Ready that carried them, and only entries of the leader's current term
+// are ever committed by counting (the Raft paper's Figure 8).
+//
+// # Files
+//
+// raft.go holds the Core: term rules, elections and the per-role step and
+// tick functions. log.go is the log as the core sees it (storage with
+// unstable entries on top), progress.go the leader's per-follower
+// replication state and inflight window, read_only.go the ReadIndex
+// protocol, and package quorum the majority arithmetic.
+package raft

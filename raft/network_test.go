@@ -1,0 +1,243 @@
+package raft
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/raftkv/raftkv/raft/raftpb"
+)
+
+// The test network: a few cores with MemoryStorage, a message queue, and a
+// runtime loop that persists each Ready before sending what must wait for
+// it. The full fault-injecting simulator lives in package sim; this is just
+// enough to tell the paper's stories.
+
+type testNode struct {
+	core    *Core
+	storage *MemoryStorage
+	cfg     Config
+	applied []raftpb.Entry
+	reads   []ReadState
+}
+
+type network struct {
+	t     testing.TB
+	nodes map[uint64]*testNode
+	ids   []uint64
+	// queue holds messages sent and not yet delivered, in send order.
+	queue []raftpb.Message
+	// cut[[2]uint64{from, to}] drops messages on that one-way link.
+	cut map[[2]uint64]bool
+	// delivered counts messages by type, for round-trip assertions.
+	delivered map[raftpb.MessageType]int
+}
+
+type configOpt func(*Config)
+
+func testConfig(id uint64, voters []uint64, st Storage) Config {
+	cfg := DefaultConfig()
+	cfg.ID = id
+	cfg.Voters = voters
+	cfg.Storage = st
+	cfg.Rand = rand.New(rand.NewPCG(id, 42))
+	cfg.PreVote = false
+	cfg.CheckQuorum = false
+	return cfg
+}
+
+func withPreVote(c *Config)     { c.PreVote = true }
+func withCheckQuorum(c *Config) { c.CheckQuorum = true }
+
+// newNetwork starts n nodes with ids 1..n.
+func newNetwork(t testing.TB, n int, opts ...configOpt) *network {
+	t.Helper()
+	nw := &network{t: t, nodes: map[uint64]*testNode{}, cut: map[[2]uint64]bool{}, delivered: map[raftpb.MessageType]int{}}
+	for i := 1; i <= n; i++ {
+		nw.ids = append(nw.ids, uint64(i))
+	}
+	for _, id := range nw.ids {
+		st := NewMemoryStorage()
+		cfg := testConfig(id, nw.ids, st)
+		for _, o := range opts {
+			o(&cfg)
+		}
+		nw.start(id, cfg, st)
+	}
+	return nw
+}
+
+func (nw *network) start(id uint64, cfg Config, st *MemoryStorage) {
+	nw.t.Helper()
+	c, err := New(cfg)
+	if err != nil {
+		nw.t.Fatalf("New(%d): %v", id, err)
+	}
+	nw.nodes[id] = &testNode{core: c, storage: st, cfg: cfg}
+}
+
+// restart replaces node id by a fresh core on the same storage: only what
+// was persisted survives.
+func (nw *network) restart(id uint64) {
+	nw.t.Helper()
+	n := nw.nodes[id]
+	n.cfg.Applied = 0
+	nw.start(id, n.cfg, n.storage)
+}
+
+func (nw *network) core(id uint64) *Core { return nw.nodes[id].core }
+
+// process runs one Ready of node id, the way a runtime would.
+func (nw *network) process(id uint64) bool {
+	nw.t.Helper()
+	n := nw.nodes[id]
+	if !n.core.HasReady() {
+		return false
+	}
+	rd := n.core.Ready()
+	nw.queue = append(nw.queue, rd.Messages...)
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			nw.t.Fatalf("node %d: apply snapshot: %v", id, err)
+		}
+	}
+	if err := n.storage.Append(rd.Entries); err != nil {
+		nw.t.Fatalf("node %d: append: %v", id, err)
+	}
+	if !rd.HardState.IsEmpty() {
+		_ = n.storage.SetHardState(rd.HardState)
+	}
+	nw.queue = append(nw.queue, rd.MessagesAfterPersist...)
+	n.applied = append(n.applied, rd.CommittedEntries...)
+	n.reads = append(n.reads, rd.ReadStates...)
+	n.core.Advance(rd)
+	return true
+}
+
+// deliver steps every queued message (dropping those on cut links) and
+// returns how many it delivered.
+func (nw *network) deliver() int {
+	nw.t.Helper()
+	q := nw.queue
+	nw.queue = nil
+	n := 0
+	for _, m := range q {
+		if nw.cut[[2]uint64{m.From, m.To}] || nw.nodes[m.To] == nil {
+			continue
+		}
+		nw.delivered[m.Type]++
+		if err := nw.nodes[m.To].core.Step(m); err != nil && err != ErrProposalDropped {
+			nw.t.Fatalf("step %v: %v", m, err)
+		}
+		n++
+	}
+	return n
+}
+
+// stabilize runs Readys and deliveries until nothing moves.
+func (nw *network) stabilize() {
+	nw.t.Helper()
+	for range 10000 {
+		moved := false
+		for _, id := range nw.ids {
+			for nw.process(id) {
+				moved = true
+			}
+		}
+		if nw.deliver() > 0 {
+			moved = true
+		}
+		if !moved {
+			return
+		}
+	}
+	nw.t.Fatal("network did not stabilize")
+}
+
+// isolate cuts node id off in both directions; heal restores all links.
+func (nw *network) isolate(id uint64) {
+	for _, o := range nw.ids {
+		if o != id {
+			nw.cut[[2]uint64{id, o}] = true
+			nw.cut[[2]uint64{o, id}] = true
+		}
+	}
+}
+
+func (nw *network) heal() { clear(nw.cut) }
+
+func (nw *network) tick(id uint64, n int) {
+	for range n {
+		nw.core(id).Tick()
+	}
+}
+
+// tickUntilLeader ticks the given nodes one tick at a time, stabilizing in
+// between, until one of them leads; it returns that one.
+func (nw *network) tickUntilLeader(ids ...uint64) uint64 {
+	nw.t.Helper()
+	for range 100 * len(ids) {
+		for _, id := range ids {
+			if nw.core(id).Status().Role == Leader {
+				return id
+			}
+			nw.tick(id, 1)
+		}
+		nw.stabilize()
+	}
+	nw.t.Fatalf("none of %v became leader", ids)
+	return 0
+}
+
+// elect makes id leader by campaigning and stabilizing.
+func (nw *network) elect(id uint64) {
+	nw.t.Helper()
+	if err := nw.core(id).Campaign(); err != nil {
+		nw.t.Fatalf("campaign %d: %v", id, err)
+	}
+	nw.stabilize()
+	if s := nw.core(id).Status(); s.Role != Leader {
+		nw.t.Fatalf("node %d is %v after campaigning, want leader", id, s.Role)
+	}
+}
+
+func (nw *network) propose(id uint64, data string) {
+	nw.t.Helper()
+	if err := nw.core(id).Propose([]byte(data)); err != nil {
+		nw.t.Fatalf("propose on %d: %v", id, err)
+	}
+}
+
+// appliedData returns the non-empty commands node id applied, in order.
+func (nw *network) appliedData(id uint64) []string {
+	var out []string
+	for _, e := range nw.nodes[id].applied {
+		if len(e.Data) > 0 {
+			out = append(out, string(e.Data))
+		}
+	}
+	return out
+}
+
+// logTerms returns the terms of node id's stored entries from index 1.
+func (nw *network) logTerms(id uint64) []uint64 {
+	st := nw.nodes[id].storage
+	var terms []uint64
+	for _, e := range st.ents[1:] {
+		terms = append(terms, e.Term)
+	}
+	return terms
+}
+
+func TestNetworkSmoke(t *testing.T) {
+	nw := newNetwork(t, 3)
+	nw.elect(1)
+	nw.propose(1, "a")
+	nw.propose(2, "b")
+	nw.stabilize()
+	for _, id := range nw.ids {
+		if got, want := nw.appliedData(id), []string{"a", "b"}; !slices.Equal(got, want) {
+			t.Errorf("node %d applied %q, want %q", id, got, want)
+		}
+	}
+}
