@@ -142,7 +142,7 @@ func TestFrameReaderAllocatesOnlyWhatArrives(t *testing.T) {
 		announce uint32
 		max      int
 	}{
-		"above the limit": {1<<32 - 1, 64 << 20},
+		"above the limit":  {1<<32 - 1, 64 << 20},
 		"within the limit": {60 << 20, 64 << 20},
 	} {
 		t.Run(name, func(t *testing.T) {
