@@ -130,7 +130,7 @@ func (n *node) addr() string { return n.Addr().String() }
 
 // startNode starts a transport for id on a free loopback port; edit may
 // adjust its configuration. It is closed when the test ends.
-func startNode(t *testing.T, id uint64, edit func(*Config)) *node {
+func startNode(t testing.TB, id uint64, edit func(*Config)) *node {
 	t.Helper()
 	cfg := Config{
 		ID:          id,
@@ -143,7 +143,13 @@ func startNode(t *testing.T, id uint64, edit func(*Config)) *node {
 		edit(&cfg)
 	}
 	rec := newRecorder()
-	tr, err := New(cfg, rec)
+	return &node{Transport: startTransport(t, cfg, rec), rec: rec, id: id}
+}
+
+// startTransport starts a transport that is closed when the test ends.
+func startTransport(t testing.TB, cfg Config, h Handler) *Transport {
+	t.Helper()
+	tr, err := New(cfg, h)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -155,7 +161,7 @@ func startNode(t *testing.T, id uint64, edit func(*Config)) *node {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &node{Transport: tr, rec: rec, id: id}
+	return tr
 }
 
 // connect makes every node a peer of every other.

@@ -244,9 +244,9 @@ func (t *Transport) Start() error {
 	}
 
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
 		// Close ran while we were listening; it found no listener to close.
+		t.mu.Unlock()
 		_ = ln.Close()
 		return ErrClosed
 	}
@@ -256,6 +256,7 @@ func (t *Transport) Start() error {
 	for _, p := range t.peers {
 		t.startPeerLocked(p)
 	}
+	t.mu.Unlock()
 	t.log.Info("transport listening", slog.String("addr", ln.Addr().String()))
 	return nil
 }
@@ -276,29 +277,33 @@ func (t *Transport) Addr() net.Addr {
 // transport owns the messages from now on: the caller must not modify them
 // or the slices they point to.
 func (t *Transport) Send(msgs []raftpb.Message) {
+	var refused []*raftpb.Message // rare; logged once the lock is released
 	t.mu.RLock()
-	defer t.mu.RUnlock()
 	if t.closed {
+		t.mu.RUnlock()
 		return
 	}
 	for i := range msgs {
 		m := &msgs[i]
-		if m.To == t.cfg.ID || m.To == raftpb.None || !m.Type.Valid() || m.Type.IsLocal() {
-			t.logs.warn("send", "unsendable message", "dropping a message that cannot go to a peer", slog.String("msg", m.String()))
-			continue
-		}
 		p := t.peers[m.To]
-		if p == nil {
-			t.logs.warn("send", "unknown peer", "dropping a message for an unknown peer", slog.Uint64("peer", m.To))
+		switch {
+		case m.To == t.cfg.ID || m.To == raftpb.None || !m.Type.Valid() || m.Type.IsLocal():
+			refused = append(refused, m)
+		case p == nil:
+			refused = append(refused, m)
 			t.dropped(m.To, m)
-			continue
-		}
-		select {
-		case p.queue <- *m:
 		default:
-			p.dropped.Add(1)
-			t.dropped(m.To, m)
+			select {
+			case p.queue <- *m:
+			default:
+				p.dropped.Add(1)
+				t.dropped(m.To, m)
+			}
 		}
+	}
+	t.mu.RUnlock()
+	for _, m := range refused {
+		t.logs.warn("send", "unsendable message", "dropping a message that cannot go to a peer", slog.String("msg", m.String()))
 	}
 }
 
