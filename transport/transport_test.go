@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -125,6 +126,12 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 
 // listenStuck accepts connections and never reads or writes them.
 func listenStuck(t *testing.T) net.Listener {
+	return listenFake(t, func(net.Conn) {})
+}
+
+// listenFake runs greet on each accepted connection and then leaves it
+// open, idle, until the test ends.
+func listenFake(t *testing.T, greet func(net.Conn)) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -145,6 +152,7 @@ func listenStuck(t *testing.T) net.Listener {
 				return
 			}
 			conns = append(conns, c)
+			greet(c)
 		}
 	}()
 	t.Cleanup(func() {
@@ -157,34 +165,11 @@ func listenStuck(t *testing.T) net.Listener {
 func TestSlowPeerTimesOutWithoutBlockingOthers(t *testing.T) {
 	checkNoLeaks(t)
 	// Peer 2 completes the handshake and then never reads.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				_ = c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-			var hs [handshakeSize]byte
-			if _, err := c.Read(hs[:]); err == nil {
-				_, _ = c.Write(appendAnswer(nil, statusOK))
-			}
+	ln := listenFake(t, func(c net.Conn) {
+		var hs [handshakeSize]byte
+		if _, err := io.ReadFull(c, hs[:]); err == nil {
+			_, _ = c.Write(appendAnswer(nil, statusOK))
 		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
 	})
 	c := startNode(t, 3, nil)
 	a := startNode(t, 1, func(cfg *Config) {
