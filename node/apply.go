@@ -1,0 +1,123 @@
+package node
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/raftkv/raftkv/raft/raftpb"
+)
+
+// applyBatch is work for the apply goroutine, already durable: a snapshot
+// from the leader to install (if not empty), then committed entries.
+type applyBatch struct {
+	snap raftpb.Snapshot
+	ents []raftpb.Entry
+}
+
+// applier is the apply goroutine's own state.
+type applier struct {
+	applied     uint64 // last index applied to the state machine
+	appliedTerm uint64 // its term
+	snapIndex   uint64 // index of the latest snapshot taken or installed
+	conf        raftpb.ConfState
+}
+
+func (a *applier) installed(md raftpb.SnapshotMetadata) {
+	a.applied, a.appliedTerm, a.snapIndex = md.Index, md.Term, md.Index
+	a.conf = md.ConfState
+}
+
+// runApply is the apply goroutine. After the loop ends it applies what the
+// loop already queued, so that a graceful stop loses no applied-but-unseen
+// work; Close (abortc) ends it at once.
+func (n *Node) runApply(a *applier) {
+	defer close(n.applyDone)
+	for {
+		var b applyBatch
+		select {
+		case b = <-n.applyc:
+		case <-n.loopDone:
+			// The loop queues nothing more: take what it queued, if any.
+			select {
+			case b = <-n.applyc:
+			default:
+				return
+			}
+		case <-n.abortc:
+			return
+		}
+		if err := n.apply(a, b); err != nil {
+			n.fail(err)
+			return
+		}
+	}
+}
+
+func (n *Node) apply(a *applier, b applyBatch) error {
+	if md := b.snap.Metadata; !b.snap.IsEmpty() && md.Index > a.applied {
+		if err := n.cfg.StateMachine.Restore(bytes.NewReader(b.snap.Data)); err != nil {
+			return fmt.Errorf("install snapshot at %d from the leader: %w", md.Index, err)
+		}
+		a.installed(md)
+		n.log.Info("installed snapshot from the leader", "index", md.Index, "term", md.Term, "bytes", len(b.snap.Data))
+	}
+	for i := range b.ents {
+		e := &b.ents[i]
+		if e.Index <= a.applied {
+			continue
+		}
+		if e.Index != a.applied+1 {
+			return fmt.Errorf("apply entry %d: the last applied entry is %d", e.Index, a.applied)
+		}
+		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+			n.applyCommand(e)
+		}
+		a.applied, a.appliedTerm = e.Index, e.Term
+	}
+	n.applied.Store(a.applied)
+	n.appliedMoved.Broadcast()
+	n.maybeSnapshot(a)
+	return nil
+}
+
+// applyCommand strips the proposal id, applies the command and resolves the
+// proposer's future if it waits on this node.
+func (n *Node) applyCommand(e *raftpb.Entry) {
+	if len(e.Data) < idSize {
+		// Every proposal goes through Propose, which adds the id; an entry
+		// without one is skipped the same way on every node.
+		n.log.Warn("skipping entry without a proposal id", "index", e.Index, "bytes", len(e.Data))
+		return
+	}
+	id := binary.BigEndian.Uint64(e.Data)
+	result := n.cfg.StateMachine.Apply(e.Index, e.Data[idSize:])
+	n.pending.resolveProposal(id, result)
+}
+
+// maybeSnapshot takes a snapshot once SnapshotEntries entries were applied
+// since the last one and hands it to the loop to store. A failure is logged
+// and retried after the next SnapshotEntries: the log keeps growing, but
+// nothing is lost.
+func (n *Node) maybeSnapshot(a *applier) {
+	if a.applied-a.snapIndex < n.cfg.SnapshotEntries {
+		return
+	}
+	snapIndex := a.applied
+	defer func() { a.snapIndex = snapIndex }()
+	var buf bytes.Buffer
+	if err := n.cfg.StateMachine.Snapshot(&buf); err != nil {
+		n.log.Error("snapshot the state machine", "index", a.applied, "err", err)
+		return
+	}
+	snap := raftpb.Snapshot{
+		Metadata: raftpb.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.conf},
+		Data:     buf.Bytes(),
+	}
+	select {
+	case n.snapc <- snap:
+	case <-n.loopDone:
+		// Stopping: the snapshot would only save replay time at the next
+		// start, and the log it replaces is still there.
+	}
+}

@@ -1,0 +1,23 @@
+// Package node runs one raft core as a live cluster member: it owns the
+// goroutines, the clock, the disk and the network around the pure core in
+// package raft.
+//
+// Three goroutines do the work:
+//
+//  1. The loop owns the core. It ticks it from a time.Ticker, steps it with
+//     messages from the transport, proposals and read requests, and handles
+//     each raft.Ready in the order the Ready contract demands: a leader's
+//     appends go to the network first (they do not depend on the local disk,
+//     Raft thesis §10.2.1), then the hard state and entries are written and
+//     fsynced, and only then do the messages that promise something about the
+//     local disk (votes, append responses) leave.
+//  2. The apply goroutine applies committed entries and installed snapshots
+//     to the StateMachine, strictly in log order, while the loop persists the
+//     next batch. It resolves the futures of local proposals and takes a
+//     snapshot every Config.SnapshotEntries entries.
+//  3. The transport's own goroutines carry messages to and from peers; they
+//     hand inbound messages to the loop through a bounded queue.
+//
+// A Node is safe for use by many goroutines. Stop and Close end every
+// goroutine the node started before they return.
+package node

@@ -1,0 +1,612 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raftkv/raftkv/raft"
+	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/transport"
+)
+
+// Node is one running member of a raft cluster. See the package comment
+// for the goroutines it owns.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	core  *raft.Core // owned by the loop goroutine
+	store logStore
+	trans *transport.Transport
+
+	// inbox carries everything the loop feeds the core. It is buffered so
+	// that bursts of peer messages and proposals queue while the loop
+	// writes to disk, and are then stepped in one batch (one fsync for
+	// many proposals).
+	inbox chan event
+	// applyc carries persisted committed work to the apply goroutine. Its
+	// buffer lets the loop persist a few batches ahead of the state
+	// machine; its bound stops the loop when the state machine lags far.
+	applyc chan applyBatch
+	// snapc carries snapshots the apply goroutine took to the loop, which
+	// alone writes to storage.
+	snapc chan raftpb.Snapshot
+
+	pending *pending
+
+	status        atomic.Pointer[Status] // published by the loop after every step
+	statusChanged signal                 // broadcast when role, leader or term change
+	applied       atomic.Uint64          // last index the state machine applied
+	appliedMoved  signal                 // broadcast when applied moves
+
+	stopOnce  sync.Once
+	stopc     chan struct{} // closed: stop taking work; the loop exits
+	abortOnce sync.Once
+	abortc    chan struct{} // closed: the apply goroutine drops queued work
+	loopDone  chan struct{}
+	applyDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error // set once by closeOnce
+
+	failMu  sync.Mutex // guards failErr
+	failErr error      // why the node stopped on its own, if it did
+}
+
+type eventKind uint8
+
+const (
+	evMessage eventKind = iota
+	evPropose
+	evRead
+	evTransfer
+)
+
+// event is one input for the core.
+type event struct {
+	kind eventKind
+	msg  raftpb.Message // evMessage
+	data []byte         // evPropose: the enveloped proposal; evRead: the request context
+	to   uint64         // evTransfer
+
+	// evPropose: the core's verdict (buffered 1), and the caller's
+	// cancellation, so the loop skips proposals nobody waits for.
+	errc      chan<- error
+	cancelled <-chan struct{}
+}
+
+// Queue sizes; see the fields they size.
+const (
+	inboxSize  = 4096
+	applyDepth = 16
+)
+
+// logStore is the durable log the node writes and the core reads;
+// storage.Storage implements it. Only the loop goroutine calls it.
+type logStore interface {
+	raft.Storage
+	// Save appends ents (replacing any entries from ents[0].Index on) and
+	// records hs, durably, before it returns.
+	Save(hs raftpb.HardState, ents []raftpb.Entry) error
+	// SaveSnapshot durably records snap and drops the entries it covers
+	// when they conflict with it.
+	SaveSnapshot(snap raftpb.Snapshot) error
+	// Compact drops the entries up to index, which a snapshot covers.
+	Compact(index uint64) error
+	Close() error
+}
+
+func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) {
+	if fresh {
+		// Written only once storage accepted the directory, so a refused
+		// directory is left untouched.
+		if err := saveMembership(cfg.DataDir, m); err != nil {
+			return nil, err
+		}
+	}
+	var seed [24]byte
+	crand.Read(seed[:])
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", nameOf(cfg.Members, cfg.ID)),
+		store:     store,
+		inbox:     make(chan event, inboxSize),
+		applyc:    make(chan applyBatch, applyDepth),
+		snapc:     make(chan raftpb.Snapshot),
+		pending:   newPending(binary.LittleEndian.Uint64(seed[16:])),
+		stopc:     make(chan struct{}),
+		abortc:    make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		applyDone: make(chan struct{}),
+	}
+	voters := make([]uint64, 0, len(cfg.Members))
+	peers := make(map[uint64]string, len(cfg.Members))
+	for _, mb := range cfg.Members {
+		voters = append(voters, mb.ID)
+		if mb.ID != cfg.ID {
+			peers[mb.ID] = mb.Addr
+		}
+	}
+	slices.Sort(voters)
+
+	ap, err := n.restore(voters)
+	if err != nil {
+		return nil, err
+	}
+	hs, _, err := store.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("read initial state: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.ID = cfg.ID
+	rc.Voters = voters
+	rc.Storage = store
+	rc.Applied = ap.applied
+	rc.ElectionTicks = cfg.ElectionTicks
+	rc.HeartbeatTicks = cfg.HeartbeatTicks
+	rc.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:16])))
+	if n.core, err = raft.New(rc); err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.trans, err = transport.New(transport.Config{
+		ID:         cfg.ID,
+		ClusterID:  cfg.ClusterID,
+		ListenAddr: cfg.PeerAddr,
+		Peers:      peers,
+		Logger:     n.log,
+	}, handler{n})
+	if err != nil {
+		return nil, fmt.Errorf("start transport: %w", err)
+	}
+	if err := n.trans.Start(); err != nil {
+		return nil, fmt.Errorf("listen for peers on %s: %w", cfg.PeerAddr, err)
+	}
+	n.log.Info("node started",
+		"id", n.name(cfg.ID), "cluster", fmt.Sprintf("%016x", cfg.ClusterID), "data_dir", cfg.DataDir,
+		"peer_addr", cfg.PeerAddr, "new", fresh, "term", hs.Term, "vote", n.name(hs.Vote),
+		"commit", hs.Commit, "applied", ap.applied)
+	n.publishStatus()
+	go n.run()
+	go n.runApply(ap)
+	return n, nil
+}
+
+// restore loads the latest snapshot into the state machine and returns the
+// apply goroutine's starting point.
+func (n *Node) restore(voters []uint64) (*applier, error) {
+	ap := &applier{conf: raftpb.ConfState{Voters: voters}}
+	snap, err := n.store.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	if !snap.IsEmpty() {
+		if err := n.cfg.StateMachine.Restore(bytes.NewReader(snap.Data)); err != nil {
+			return nil, fmt.Errorf("restore state machine from snapshot at %d: %w", snap.Metadata.Index, err)
+		}
+		ap.installed(snap.Metadata)
+	}
+	n.applied.Store(ap.applied)
+	return ap, nil
+}
+
+// handler receives the transport's inbound traffic. It is a separate type so
+// that Node does not export the transport's callbacks.
+type handler struct{ n *Node }
+
+var _ transport.Handler = handler{}
+
+// Deliver queues a peer's message for the loop. It blocks while the inbox is
+// full, which pushes back on the peer's stream instead of dropping messages.
+func (h handler) Deliver(m raftpb.Message) {
+	if m.Type.IsLocal() || m.To != h.n.cfg.ID {
+		return // the transport checks too; the core must never see these from a peer
+	}
+	h.n.enqueue(event{kind: evMessage, msg: m})
+}
+
+func (h handler) ReportUnreachable(id uint64) {
+	h.n.enqueue(event{kind: evMessage, msg: raftpb.Message{Type: raftpb.MsgUnreachable, From: id, To: h.n.cfg.ID}})
+}
+
+func (h handler) ReportSnapshot(id uint64, ok bool) {
+	h.n.enqueue(event{kind: evMessage, msg: raftpb.Message{Type: raftpb.MsgSnapStatus, From: id, To: h.n.cfg.ID, Reject: !ok}})
+}
+
+func (n *Node) enqueue(ev event) bool {
+	select {
+	case n.inbox <- ev:
+		return true
+	case <-n.stopc:
+		return false
+	}
+}
+
+// run is the loop goroutine: the only one that touches the core and writes
+// to storage.
+func (n *Node) run() {
+	defer close(n.loopDone)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			n.core.Tick()
+		case ev := <-n.inbox:
+			n.step(ev)
+			n.stepQueued()
+		case snap := <-n.snapc:
+			if err := n.saveSnapshot(snap); err != nil {
+				n.fail(err)
+				return
+			}
+		case <-n.stopc:
+			return
+		}
+		if n.core.HasReady() {
+			if err := n.handleReady(); err != nil {
+				n.fail(err)
+				return
+			}
+		}
+		n.publishStatus()
+	}
+}
+
+// stepQueued steps whatever else queued meanwhile, so that it is persisted
+// with the same write; the bound keeps a flood from starving the disk and
+// the ticker.
+func (n *Node) stepQueued() {
+	for range inboxSize {
+		select {
+		case ev := <-n.inbox:
+			n.step(ev)
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) step(ev event) {
+	switch ev.kind {
+	case evMessage:
+		if err := n.core.Step(ev.msg); err != nil {
+			n.log.Debug("step message", "msg", ev.msg.String(), "err", err)
+		}
+	case evPropose:
+		select {
+		case <-ev.cancelled:
+			ev.errc <- errCancelled
+			return
+		default:
+		}
+		ev.errc <- n.core.Propose(ev.data)
+	case evRead:
+		n.core.ReadIndex(ev.data)
+	case evTransfer:
+		n.core.TransferLeadership(ev.to)
+	}
+}
+
+var errCancelled = errors.New("cancelled before it reached raft")
+
+// handleReady does what one Ready asks, in the order its contract demands.
+func (n *Node) handleReady() error {
+	rd := n.core.Ready()
+	// A leader's appends and heartbeats do not depend on its own disk: send
+	// them while the disk write below runs (thesis §10.2.1).
+	n.trans.Send(rd.Messages)
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.store.SaveSnapshot(rd.Snapshot); err != nil {
+			return fmt.Errorf("persist snapshot at %d from the leader: %w", rd.Snapshot.Metadata.Index, err)
+		}
+	}
+	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
+		if err := n.store.Save(rd.HardState, rd.Entries); err != nil {
+			return fmt.Errorf("persist hard state and %d entries: %w", len(rd.Entries), err)
+		}
+	}
+	// Votes and append responses promise what is now on disk.
+	n.trans.Send(rd.MessagesAfterPersist)
+	for _, rs := range rd.ReadStates {
+		n.pending.resolveRead(rs.Context, rs.Index)
+	}
+	if !rd.Snapshot.IsEmpty() || len(rd.CommittedEntries) > 0 {
+		if !n.handToApply(applyBatch{snap: rd.Snapshot, ents: rd.CommittedEntries}) {
+			return nil // stopping; Advance no longer matters
+		}
+	}
+	n.core.Advance(rd)
+	return nil
+}
+
+// handToApply queues b for the apply goroutine, saving snapshots the apply
+// goroutine sends meanwhile (it may be waiting to hand one over, and would
+// otherwise never take b). It reports false if the node is stopping.
+func (n *Node) handToApply(b applyBatch) bool {
+	for {
+		select {
+		case n.applyc <- b:
+			return true
+		case snap := <-n.snapc:
+			if err := n.saveSnapshot(snap); err != nil {
+				n.fail(err)
+				return false
+			}
+		case <-n.stopc:
+			return false
+		}
+	}
+}
+
+// saveSnapshot stores a snapshot the apply goroutine took and compacts the
+// log below it, keeping CatchUpEntries for slightly lagging followers.
+func (n *Node) saveSnapshot(snap raftpb.Snapshot) error {
+	cur, err := n.store.Snapshot()
+	if err != nil {
+		return fmt.Errorf("read current snapshot: %w", err)
+	}
+	if snap.Metadata.Index <= cur.Metadata.Index {
+		return nil // a snapshot from the leader overtook it
+	}
+	if err := n.store.SaveSnapshot(snap); err != nil {
+		return fmt.Errorf("save snapshot at %d: %w", snap.Metadata.Index, err)
+	}
+	if keep := uint64(n.cfg.CatchUpEntries); snap.Metadata.Index > keep {
+		if err := n.store.Compact(snap.Metadata.Index - keep); err != nil {
+			return fmt.Errorf("compact log to %d: %w", snap.Metadata.Index-keep, err)
+		}
+	}
+	n.log.Debug("snapshot saved", "index", snap.Metadata.Index, "bytes", len(snap.Data))
+	return nil
+}
+
+// publishStatus makes the core's state visible to Status and wakes the
+// goroutines waiting for a leader change.
+func (n *Node) publishStatus() {
+	cs := n.core.Status()
+	st := &Status{
+		ID:        n.cfg.ID,
+		ClusterID: n.cfg.ClusterID,
+		Term:      cs.Term,
+		Vote:      cs.Vote,
+		Lead:      cs.Lead,
+		Role:      cs.Role,
+		Commit:    cs.Commit,
+		Progress:  cs.Progress,
+		Members:   n.cfg.Members,
+	}
+	prev := n.status.Swap(st)
+	if prev == nil || prev.Lead != st.Lead || prev.Role != st.Role || prev.Term != st.Term {
+		n.statusChanged.Broadcast()
+	}
+	if prev != nil && (prev.Lead != st.Lead || prev.Role != st.Role) {
+		n.log.Info("role changed", "role", st.Role.String(), "term", st.Term, "leader", n.name(st.Lead))
+	}
+}
+
+// fail stops the node after an error it cannot recover from, such as a
+// failed disk write: continuing could break a promise already made.
+func (n *Node) fail(err error) {
+	n.failMu.Lock()
+	if n.failErr == nil {
+		n.failErr = err
+	}
+	n.failMu.Unlock()
+	n.log.Error("node failed, stopping", "err", err)
+	n.stopOnce.Do(func() { close(n.stopc) })
+}
+
+// Done returns a channel closed when the node stops taking work: after Stop
+// or Close, or when it failed on its own (Err says why).
+func (n *Node) Done() <-chan struct{} { return n.stopc }
+
+// Err returns the error that made the node stop on its own, or nil.
+func (n *Node) Err() error {
+	n.failMu.Lock()
+	defer n.failMu.Unlock()
+	return n.failErr
+}
+
+// Propose replicates data and returns the StateMachine's result of applying
+// it on this node. On error, the value tells whether the command may still
+// be applied: errors wrapping ErrOutcomeUnknown mean it may; any other error
+// (ErrNoLeader, ErrStopped alone, ctx expiry before the proposal left the
+// caller) means it was not and will not be.
+//
+// ctx should carry a deadline: a proposal lost in a leader change is never
+// applied and only the deadline ends the wait.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	// Checked first because select picks at random among ready cases, and
+	// a queued proposal's outcome is unknown.
+	if err := n.stoppedOr(ctx); err != nil {
+		return nil, fmt.Errorf("propose: %w", err)
+	}
+	id, env, fut := n.pending.addProposal(data)
+	errc := make(chan error, 1)
+	ev := event{kind: evPropose, data: env, errc: errc, cancelled: ctx.Done()}
+	select {
+	case n.inbox <- ev:
+	case <-ctx.Done():
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w", ctx.Err())
+	case <-n.stopc:
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w", ErrStopped)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			n.pending.removeProposal(id)
+			if errors.Is(err, raft.ErrProposalDropped) {
+				return nil, fmt.Errorf("propose: %w: %w", ErrNoLeader, err)
+			}
+			return nil, fmt.Errorf("propose: %w", err)
+		}
+	case <-ctx.Done():
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
+	case <-n.stopc:
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
+	}
+	select {
+	case res := <-fut:
+		return res, nil
+	case <-ctx.Done():
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
+	case <-n.stopc:
+		n.pending.removeProposal(id)
+		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
+	}
+}
+
+// ReadIndex returns once this node's state machine has applied everything
+// committed when the call began, so that a read of it is linearizable. It
+// fails fast with ErrNoLeader when no leader is known, and retries the
+// request each election timeout in case a leader change dropped it.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	if n.Status().Lead == raftpb.None {
+		return fmt.Errorf("read index: %w", ErrNoLeader)
+	}
+	id, rctx, indexc := n.pending.addRead()
+	defer n.pending.removeRead(id)
+	retry := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
+	var index uint64
+	for sent := false; ; {
+		if !sent {
+			select {
+			case n.inbox <- event{kind: evRead, data: rctx}:
+				sent = true
+			case <-ctx.Done():
+				return fmt.Errorf("read index: %w", ctx.Err())
+			case <-n.stopc:
+				return fmt.Errorf("read index: %w", ErrStopped)
+			}
+		}
+		select {
+		case index = <-indexc:
+		case <-retry.C:
+			sent = false
+			continue
+		case <-ctx.Done():
+			return fmt.Errorf("read index: %w", ctx.Err())
+		case <-n.stopc:
+			return fmt.Errorf("read index: %w", ErrStopped)
+		}
+		break
+	}
+	if err := n.waitApplied(ctx, index); err != nil {
+		return fmt.Errorf("read index %d: %w", index, err)
+	}
+	return nil
+}
+
+// waitApplied returns once the state machine has applied index.
+func (n *Node) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		moved := n.appliedMoved.C()
+		if n.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+// TransferLeadership asks the leader to hand leadership to member to, and
+// returns once this node sees to lead.
+func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
+	if _, ok := n.cfg.member(to); !ok {
+		return fmt.Errorf("transfer leadership: %x is not a member", to)
+	}
+	if !n.enqueueCtx(ctx, event{kind: evTransfer, to: to}) {
+		return fmt.Errorf("transfer leadership to %s: %w", n.name(to), n.stoppedOr(ctx))
+	}
+	for {
+		changed := n.statusChanged.C()
+		if n.Status().Lead == to {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("transfer leadership to %s: %w", n.name(to), ctx.Err())
+		case <-n.stopc:
+			return fmt.Errorf("transfer leadership to %s: %w", n.name(to), ErrStopped)
+		}
+	}
+}
+
+func (n *Node) enqueueCtx(ctx context.Context, ev event) bool {
+	select {
+	case n.inbox <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-n.stopc:
+		return false
+	}
+}
+
+// stoppedOr returns ErrStopped if the node is stopped, else ctx's error.
+func (n *Node) stoppedOr(ctx context.Context) error {
+	select {
+	case <-n.stopc:
+		return ErrStopped
+	default:
+		return ctx.Err()
+	}
+}
+
+// Status returns the node's latest state. It never blocks on the loop.
+func (n *Node) Status() Status {
+	st := *n.status.Load()
+	st.Applied = n.applied.Load()
+	return st
+}
+
+// Stop stops the node gracefully: it takes no new work, lets the state
+// machine apply what was already persisted and committed, then stops every
+// goroutine and closes storage and transport. If ctx expires first it stops
+// at once, as Close does. It is safe to call Stop and Close any number of
+// times, concurrently.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	select {
+	case <-n.applyDone:
+	case <-ctx.Done():
+	}
+	return n.Close()
+}
+
+// Close stops the node now: queued work is dropped. It returns once every
+// goroutine the node started has ended, with the first error from closing
+// transport and storage, or the error that made the node fail.
+func (n *Node) Close() error {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	n.abortOnce.Do(func() { close(n.abortc) })
+	n.closeOnce.Do(func() {
+		<-n.loopDone
+		<-n.applyDone
+		n.closeErr = errors.Join(n.Err(), n.trans.Close(), n.store.Close())
+	})
+	return n.closeErr
+}
+
+func (n *Node) name(id uint64) string { return nameOf(n.cfg.Members, id) }

@@ -1,0 +1,616 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftkv/raftkv/raft"
+)
+
+// waitTimeout bounds every wait in these tests; it is a deadline for
+// conditions that normally hold within milliseconds, never a sleep.
+const waitTimeout = 20 * time.Second
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recorder is a StateMachine that remembers every command it applied.
+type recorder struct {
+	mu       sync.Mutex // guards the fields below
+	applied  []string
+	restores int
+	// block, when set, makes Apply wait until it is closed.
+	block   chan struct{}
+	entered chan struct{} // receives once per blocked Apply
+}
+
+func (r *recorder) Apply(index uint64, data []byte) any {
+	r.mu.Lock()
+	block := r.block
+	r.mu.Unlock()
+	if block != nil {
+		r.entered <- struct{}{}
+		<-block
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applied = append(r.applied, string(data))
+	return index
+}
+
+func (r *recorder) Snapshot(w io.Writer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return json.NewEncoder(w).Encode(r.applied)
+}
+
+func (r *recorder) Restore(rd io.Reader) error {
+	var applied []string
+	if err := json.NewDecoder(rd).Decode(&applied); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applied = applied
+	r.restores++
+	return nil
+}
+
+func (r *recorder) commands() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.applied)
+}
+
+func (r *recorder) restoreCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.restores
+}
+
+// cluster is a set of nodes in one process, talking over loopback TCP.
+type cluster struct {
+	t     testing.TB
+	cfgs  []Config
+	nodes []*Node // nil while stopped
+	sms   []*recorder
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newCluster configures size nodes; tweak adjusts each config. Nodes are
+// not started.
+func newCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, nodes: make([]*Node, size), sms: make([]*recorder, size)}
+	var members []Member
+	for i := range size {
+		members = append(members, NewMember(fmt.Sprintf("n%d", i+1), freeAddr(t)))
+	}
+	for i := range size {
+		cfg := Config{
+			ID:              members[i].ID,
+			DataDir:         t.TempDir(),
+			Members:         members,
+			TickInterval:    10 * time.Millisecond,
+			ElectionTicks:   10,
+			HeartbeatTicks:  1,
+			SnapshotEntries: 1000,
+			Logger:          testLogger(t).With("test_node", i+1),
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	t.Cleanup(c.closeAll)
+	return c
+}
+
+func startCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
+	t.Helper()
+	c := newCluster(t, size, tweak)
+	for i := range size {
+		c.start(i)
+	}
+	return c
+}
+
+// start starts node i with a fresh state machine (restored from its data
+// directory, as after a crash).
+func (c *cluster) start(i int) {
+	c.t.Helper()
+	c.sms[i] = &recorder{}
+	cfg := c.cfgs[i]
+	cfg.StateMachine = c.sms[i]
+	n, err := Start(cfg)
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", i+1, err)
+	}
+	c.nodes[i] = n
+}
+
+func (c *cluster) stop(i int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.nodes[i].Stop(ctx); err != nil {
+		c.t.Fatalf("stop node %d: %v", i+1, err)
+	}
+	c.nodes[i] = nil
+}
+
+func (c *cluster) closeAll() {
+	for i, n := range c.nodes {
+		if n != nil {
+			if err := n.Close(); err != nil {
+				c.t.Errorf("close node %d: %v", i+1, err)
+			}
+			c.nodes[i] = nil
+		}
+	}
+}
+
+// leader waits until every running node agrees on one leader in one term,
+// and returns its index.
+func (c *cluster) leader() int {
+	c.t.Helper()
+	lead := -1
+	eventually(c.t, "one leader that every running node knows", func() bool {
+		var id, term uint64
+		for _, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			st := n.Status()
+			if st.Lead == 0 || (id != 0 && (st.Lead != id || st.Term != term)) {
+				return false
+			}
+			id, term = st.Lead, st.Term
+		}
+		for i, n := range c.nodes {
+			if n != nil && n.cfg.ID == id && n.Status().Role == raft.Leader {
+				lead = i
+				return true
+			}
+		}
+		return false
+	})
+	return lead
+}
+
+// follower returns the index of a running node other than lead.
+func (c *cluster) follower(lead int) int {
+	for i, n := range c.nodes {
+		if i != lead && n != nil {
+			return i
+		}
+	}
+	c.t.Fatal("no running follower")
+	return -1
+}
+
+func (c *cluster) propose(i int, cmd string) uint64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	res, err := c.nodes[i].Propose(ctx, []byte(cmd))
+	if err != nil {
+		c.t.Fatalf("propose %q through node %d: %v", cmd, i+1, err)
+	}
+	return res.(uint64)
+}
+
+// proposeRetry proposes through whichever node leads, retrying while
+// there is no leader: for tests that kill leaders.
+func (c *cluster) proposeRetry(cmd string) {
+	c.t.Helper()
+	eventually(c.t, "proposal "+cmd+" applied", func() bool {
+		lead := c.leader()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.nodes[lead].Propose(ctx, []byte(cmd))
+		return err == nil
+	})
+}
+
+// waitApplied waits until node i's state machine holds exactly want.
+func (c *cluster) waitApplied(i int, want []string) {
+	c.t.Helper()
+	eventually(c.t, fmt.Sprintf("node %d to apply %d commands", i+1, len(want)), func() bool {
+		return slices.Equal(c.sms[i].commands(), want)
+	})
+}
+
+func TestElectProposeThroughFollowerAndRead(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	f := c.follower(lead)
+
+	var want []string
+	for i := range 5 {
+		cmd := fmt.Sprintf("cmd-%d", i)
+		idx := c.propose(f, cmd)
+		if idx == 0 {
+			t.Fatalf("propose %q: got index 0, want the entry's index", cmd)
+		}
+		want = append(want, cmd)
+	}
+	for i := range c.nodes {
+		c.waitApplied(i, want)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	commit := c.nodes[lead].Status().Commit
+	if err := c.nodes[f].ReadIndex(ctx); err != nil {
+		t.Fatalf("ReadIndex on a follower: %v", err)
+	}
+	if got := c.nodes[f].Status().Applied; got < commit {
+		t.Fatalf("after ReadIndex the follower applied %d, want at least the leader's commit %d from before the read", got, commit)
+	}
+}
+
+func TestConcurrentProposalsAllApplyOnce(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+				_, err := c.nodes[(lead+w)%3].Propose(ctx, []byte(fmt.Sprintf("w%d-%d", w, i)))
+				cancel()
+				if err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("propose: %v", err)
+	}
+	eventually(t, "every node to apply every command", func() bool {
+		for i := range c.nodes {
+			if len(c.sms[i].commands()) != workers*each {
+				return false
+			}
+		}
+		return true
+	})
+	got := c.sms[0].commands()
+	seen := make(map[string]bool)
+	for _, cmd := range got {
+		if seen[cmd] {
+			t.Fatalf("command %q applied twice", cmd)
+		}
+		seen[cmd] = true
+	}
+	for i := 1; i < 3; i++ {
+		if other := c.sms[i].commands(); !slices.Equal(other, got) {
+			t.Fatalf("node %d applied %v, node 1 applied %v: the orders differ", i+1, other, got)
+		}
+	}
+}
+
+func TestRestartedNodeCatchesUp(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	f := c.follower(lead)
+	c.propose(lead, "before")
+	c.waitApplied(f, []string{"before"})
+	before := c.nodes[f].Status()
+	c.stop(f)
+
+	want := []string{"before"}
+	for i := range 10 {
+		cmd := fmt.Sprintf("while-down-%d", i)
+		c.propose(lead, cmd)
+		want = append(want, cmd)
+	}
+	c.start(f)
+	if st := c.nodes[f].Status(); st.Term < before.Term {
+		t.Fatalf("restarted node is at term %d, want at least the %d it had persisted", st.Term, before.Term)
+	}
+	c.waitApplied(f, want)
+}
+
+func TestSnapshotInstalledOnLaggingNode(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotEntries = 5
+		cfg.CatchUpEntries = -1 // compact everything, so only a snapshot can help
+	})
+	lead := c.leader()
+	f := c.follower(lead)
+	c.propose(lead, "first")
+	c.waitApplied(f, []string{"first"})
+	c.stop(f)
+
+	want := []string{"first"}
+	for i := range 20 {
+		cmd := fmt.Sprintf("cmd-%d", i)
+		c.propose(lead, cmd)
+		want = append(want, cmd)
+	}
+	eventually(t, "the leader to compact past the stopped follower", func() bool {
+		first, err := c.nodes[lead].store.FirstIndex()
+		return err == nil && first > 3
+	})
+	c.start(f)
+	c.waitApplied(f, want)
+	if c.sms[f].restoreCount() == 0 {
+		t.Fatal("the lagging node caught up without installing a snapshot; the test did not test that")
+	}
+	// And it keeps following after the snapshot.
+	c.propose(lead, "after")
+	c.waitApplied(f, append(want, "after"))
+}
+
+func TestRestartRestoresFromOwnSnapshot(t *testing.T) {
+	c := startCluster(t, 1, func(cfg *Config) { cfg.SnapshotEntries = 3 })
+	c.leader()
+	var want []string
+	for i := range 10 {
+		cmd := fmt.Sprintf("cmd-%d", i)
+		c.propose(0, cmd)
+		want = append(want, cmd)
+	}
+	c.stop(0)
+	c.start(0)
+	if c.sms[0].restoreCount() == 0 {
+		t.Fatal("restart did not restore the state machine from its snapshot")
+	}
+	c.waitApplied(0, want)
+}
+
+func TestLeaderKilledNewLeaderElected(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	oldTerm := c.nodes[lead].Status().Term
+	if err := c.nodes[lead].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[lead] = nil
+	next := c.leader()
+	if st := c.nodes[next].Status(); next == lead || st.Term <= oldTerm {
+		t.Fatalf("new leader node %d at term %d, want another node at a term above %d", next+1, st.Term, oldTerm)
+	}
+	c.proposeRetry("after failover")
+	c.start(lead)
+	c.waitApplied(lead, []string{"after failover"})
+	if st := c.nodes[lead].Status(); st.Role != raft.Follower {
+		t.Fatalf("restarted old leader is %v, want follower", st.Role)
+	}
+}
+
+func TestProposeWithoutLeaderFailsFast(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start(0) // its peers never start: no leader can be elected
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	_, err := c.nodes[0].Propose(ctx, []byte("x"))
+	if !errors.Is(err, ErrNoLeader) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("propose without a leader: got %v, want ErrNoLeader and not ErrOutcomeUnknown", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("propose without a leader waited for the deadline instead of failing fast")
+	}
+	if err := c.nodes[0].ReadIndex(ctx); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("read without a leader: got %v, want ErrNoLeader", err)
+	}
+}
+
+func TestProposeOutcomeUnknownOnExpiry(t *testing.T) {
+	c := startCluster(t, 1, nil)
+	c.leader()
+	sm := c.sms[0]
+	sm.mu.Lock()
+	sm.block, sm.entered = make(chan struct{}), make(chan struct{}, 2)
+	sm.mu.Unlock()
+
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		_, err := c.nodes[0].Propose(ctx, []byte("first"))
+		first <- err
+	}()
+	<-sm.entered // "first" is being applied, and stays so
+
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.nodes[0].Propose(ctx, []byte("second"))
+		second <- err
+	}()
+	commit := c.nodes[0].Status().Commit
+	eventually(t, "the second proposal to commit", func() bool { return c.nodes[0].Status().Commit > commit })
+	cancel()
+	if err := <-second; !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled committed proposal: got %v, want ErrOutcomeUnknown wrapping context.Canceled", err)
+	}
+	close(sm.block)
+	<-sm.entered // the second one, which was applied after all
+	if err := <-first; err != nil {
+		t.Fatalf("first proposal: %v", err)
+	}
+	c.waitApplied(0, []string{"first", "second"})
+}
+
+func TestStoppedNodeRefusesWork(t *testing.T) {
+	c := startCluster(t, 1, nil)
+	c.leader()
+	n := c.nodes[0]
+	c.stop(0)
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := n.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrStopped) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("propose on a stopped node: got %v, want ErrStopped alone", err)
+	}
+	if err := n.ReadIndex(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("read on a stopped node: got %v, want ErrStopped", err)
+	}
+}
+
+func TestTransferLeadership(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	to := c.follower(lead)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.nodes[lead].TransferLeadership(ctx, c.cfgs[to].ID); err != nil {
+		t.Fatalf("transfer leadership: %v", err)
+	}
+	if got := c.leader(); got != to {
+		t.Fatalf("leader after transfer is node %d, want node %d", got+1, to+1)
+	}
+}
+
+func TestStartRefusesAnotherNodesDirectory(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start(0)
+	c.stop(0)
+	cfg := c.cfgs[1]
+	cfg.DataDir = c.cfgs[0].DataDir
+	cfg.StateMachine = &recorder{}
+	n, err := Start(cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("node 2 started in node 1's data directory")
+	}
+	if !errors.Is(err, ErrMembershipMismatch) {
+		t.Fatalf("start in another node's directory: got %v, want ErrMembershipMismatch", err)
+	}
+}
+
+func TestStartFailsOnBusyPeerAddress(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	ln, err := net.Listen("tcp", c.cfgs[0].Members[0].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := c.cfgs[0]
+	cfg.StateMachine = &recorder{}
+	if n, err := Start(cfg); err == nil {
+		n.Close()
+		t.Fatal("node started on a peer address in use")
+	}
+}
+
+func TestNoGoroutineLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	c := startCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 3 })
+	lead := c.leader()
+	for i := range 10 {
+		c.propose(c.follower(lead), fmt.Sprintf("cmd-%d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.nodes[c.follower(lead)].ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.nodes {
+		c.stop(i)
+	}
+	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestMembershipRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	m := Membership{ID: MemberID("n2"), Members: []Member{NewMember("n1", "a:1"), NewMember("n2", "b:2")}}
+	m.ClusterID = ClusterID(m.Members)
+	if err := saveMembership(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadMembership(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.equal(m) {
+		t.Fatalf("loaded %+v, want %+v", got, m)
+	}
+	b, err := os.ReadFile(dir + "/" + membershipFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[bytes.IndexByte(b, 'b')] = 'c' // member n2's address, inside the checksummed part
+	if _, err := decodeMembership(b); err == nil {
+		t.Fatal("a damaged membership file was accepted")
+	}
+}
+
+func TestClusterIDIgnoresOrder(t *testing.T) {
+	a := []Member{NewMember("n1", "h:1"), NewMember("n2", "h:2"), NewMember("n3", "h:3")}
+	b := []Member{a[2], a[0], a[1]}
+	if ClusterID(a) != ClusterID(b) {
+		t.Fatal("the cluster id depends on the order members are listed in")
+	}
+	if c := []Member{a[0], a[1], NewMember("n3", "h:4")}; ClusterID(c) == ClusterID(a) {
+		t.Fatal("a member at another address gives the same cluster id")
+	}
+}
+
+func FuzzDecodeMembership(f *testing.F) {
+	m := Membership{ID: MemberID("n1"), Members: []Member{NewMember("n1", "127.0.0.1:7001")}}
+	m.ClusterID = ClusterID(m.Members)
+	good, err := encodeMembership(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"membership":{},"crc32c":0}`))
+	f.Add([]byte(`{"membership":null}`))
+	f.Add(binary.BigEndian.AppendUint32(nil, 0xffffffff))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMembership(b)
+		if err != nil {
+			return
+		}
+		if _, ok := m.Self(); !ok {
+			t.Fatalf("decoded membership %+v does not contain its own node", m)
+		}
+	})
+}
