@@ -168,7 +168,6 @@ func TestNetworkRoute(t *testing.T) {
 	// A late draw lands above MaxDelay 90% of the time.
 	within("late", late, f.LateRate*0.9, sends-lost+dups)
 
-
 	lossless := NewNetwork(3, LinkFaults{MinDelay: 1, MaxDelay: 1})
 	lossless.Cut(1, 2)
 	if got := lossless.Route(rng, 1, 2, nil); len(got) != 0 {

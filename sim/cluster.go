@@ -1,0 +1,859 @@
+package sim
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/raftkv/raftkv/raft"
+	"github.com/raftkv/raftkv/raft/raftpb"
+)
+
+// TickInterval is the simulated time between two ticks of a node's clock.
+// Message and disk delays are drawn in the same units.
+const TickInterval = 100
+
+// Result is the outcome of one run.
+type Result struct {
+	Seed    uint64
+	Options Options
+	Stats   Stats
+	// Fingerprint hashes every step taken: two runs of one seed must agree.
+	Fingerprint uint64
+	// Failure is nil when every check passed.
+	Failure *Failure
+}
+
+// Stats count what happened in a run.
+type Stats struct {
+	Steps, Elections, Commits      uint64
+	Crashes, Partitions, Snapshots uint64
+	// StepErrors counts errors Step returned for messages that correct
+	// peers sent; FirstStepError is the first of them.
+	StepErrors     uint64
+	FirstStepError string
+	// RecoveryTicks is how long, after healing, the first proposal took to
+	// be applied everywhere.
+	RecoveryTicks int64
+}
+
+// Add accumulates o into s.
+func (s *Stats) Add(o Stats) {
+	s.Steps += o.Steps
+	s.Elections += o.Elections
+	s.Commits += o.Commits
+	s.Crashes += o.Crashes
+	s.Partitions += o.Partitions
+	s.Snapshots += o.Snapshots
+	s.StepErrors += o.StepErrors
+	if s.FirstStepError == "" {
+		s.FirstStepError = o.FirstStepError
+	}
+	s.RecoveryTicks = max(s.RecoveryTicks, o.RecoveryTicks)
+}
+
+// Failure is a broken rule together with what led to it.
+type Failure struct {
+	*Violation
+	Step  uint64
+	Tick  float64
+	Trace string // the last steps
+	State string // every node at the time of the failure
+}
+
+// Report formats a failure for a human: the rule, the seed, the command
+// that replays it, the options, the cluster's state and the trace.
+func (r *Result) Report(replay string) string {
+	if r.Failure == nil {
+		return fmt.Sprintf("seed %d passed", r.Seed)
+	}
+	f := r.Failure
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "VIOLATION of %s at step %d (tick %.2f): %s\n", f.Rule, f.Step, f.Tick, f.Detail)
+	fmt.Fprintf(&sb, "seed: %d\nreplay: %s\n", r.Seed, replay)
+	fmt.Fprintf(&sb, "options: %s\n", r.Options)
+	fmt.Fprintf(&sb, "state:\n%s", f.State)
+	fmt.Fprintf(&sb, "last %d steps:\n%s", r.Options.TraceSteps, f.Trace)
+	return sb.String()
+}
+
+func (o Options) String() string {
+	c := o.Raft
+	return fmt.Sprintf("%d nodes, mix %q, election %d ticks, heartbeat %d, prevote=%t checkquorum=%t, msg %dB x %d inflight, %d chaos ticks, knobs %+v",
+		o.Nodes, o.Mix.Name, c.ElectionTicks, c.HeartbeatTicks, c.PreVote, c.CheckQuorum, c.MaxSizePerMsg, c.MaxInflightMsgs, o.ChaosTicks, c.Knobs)
+}
+
+// Run simulates one cluster under opts, driven by seed, and checks it.
+func Run(seed uint64, opts Options) Result {
+	c := newCluster(seed, opts)
+	c.run()
+	res := Result{Seed: seed, Options: opts, Stats: c.stats, Fingerprint: c.fingerprint}
+	res.Stats.Steps = c.step
+	res.Stats.Elections = uint64(len(c.check.leaders))
+	res.Stats.Commits = uint64(len(c.check.committed))
+	if v := c.check.err; v != nil {
+		res.Failure = &Failure{Violation: v, Step: c.step, Tick: float64(c.now) / TickInterval, Trace: c.trace.String(), State: c.describe()}
+	}
+	return res
+}
+
+// node is one simulated server: a core, the disk it persists to and the
+// state machine it applies to.
+type node struct {
+	id   uint64
+	core *raft.Core // nil while crashed
+	// disk is what the node has persisted; it is all that survives a crash.
+	disk    *raft.MemoryStorage
+	sm      StateMachine
+	applied uint64 // last index sm has applied
+	// inc counts incarnations: a crash bumps it so that events meant for
+	// the previous one (ticks, a pending Ready) are dropped.
+	inc    uint64
+	period int64 // this node's clock: time units per tick
+	// readyQueued: a Ready event is scheduled; crashArmed: the next Ready
+	// will be interrupted by a crash.
+	readyQueued, crashArmed bool
+	role                    raft.Role // last observed, for the trace
+	term                    uint64
+}
+
+// Cluster is the simulated world: nodes, network, clock and scheduler.
+type Cluster struct {
+	opts  Options
+	rng   *rand.Rand
+	now   int64
+	step  uint64
+	queue eventQueue
+	net   *Network
+	nodes []*node
+	ids   []uint64
+	check *checker
+	trace *trace
+	stats Stats
+
+	healAt  int64
+	healed  bool
+	live    bool              // a post-heal proposal was applied everywhere
+	markers map[string]uint64 // data of post-heal proposals -> bitmask of nodes that applied it
+	// pending maps the proposals clients wait for to when they were made.
+	// Clients have bounded patience and concurrency, as real ones do, so
+	// a slow configuration is not buried under an endless backlog.
+	pending     map[uint64]int64
+	seq         uint64  // client requests issued (proposal payloads and read ids)
+	route       []int64 // scratch for Network.Route
+	wire        []byte  // scratch for encoding messages
+	fingerprint uint64
+}
+
+func newCluster(seed uint64, opts Options) *Cluster {
+	c := &Cluster{
+		opts:    opts,
+		rng:     seededRand(seed, streamRun),
+		net:     NewNetwork(opts.Nodes, opts.Mix.Link),
+		trace:   newTrace(opts.TraceSteps),
+		markers: map[string]uint64{},
+		pending: map[uint64]int64{},
+		healAt:  int64(opts.ChaosTicks) * TickInterval,
+	}
+	disks := make([]*raft.MemoryStorage, opts.Nodes)
+	for i := range opts.Nodes {
+		id := uint64(i + 1)
+		disks[i] = raft.NewMemoryStorage()
+		c.ids = append(c.ids, id)
+		c.nodes = append(c.nodes, &node{
+			id:     id,
+			disk:   disks[i],
+			sm:     opts.NewStateMachine(),
+			period: TickInterval - 5 + c.rng.Int64N(11), // clocks drift apart
+		})
+	}
+	c.check = newChecker(disks)
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	c.schedule(event{at: TickInterval, kind: evChaos})
+	c.schedule(event{at: c.rng.Int64N(opts.Mix.ProposeEvery + 1), kind: evPropose})
+	if opts.Mix.ReadEvery > 0 {
+		c.schedule(event{at: c.rng.Int64N(opts.Mix.ReadEvery + 1), kind: evRead})
+	}
+	c.schedule(event{at: c.healAt, kind: evHeal})
+	c.schedule(event{at: c.healAt + int64(opts.LivenessTicks)*TickInterval, kind: evDeadline})
+	return c
+}
+
+// run processes events until a rule breaks or the cluster proves live.
+func (c *Cluster) run() {
+	for c.check.err == nil && !c.live {
+		if c.step >= c.opts.MaxSteps {
+			c.check.failf(RuleLiveness, "no recovery after %d steps: the cluster never settles", c.step)
+			return
+		}
+		ev := c.queue.pop()
+		c.now = ev.at
+		if c.dispatch(&ev) {
+			c.check.endStep()
+		}
+	}
+}
+
+type eventKind uint8
+
+const (
+	evTick     eventKind = iota // a node's clock ticks
+	evDeliver                   // msg arrives at msg.To
+	evLocal                     // the runtime reports to its own core (MsgUnreachable, MsgSnapStatus)
+	evReady                     // a node's runtime handles the core's pending Ready
+	evPropose                   // a client proposes at a random node
+	evRead                      // a client asks a random node for a read index
+	evChaos                     // once a tick: crashes, partitions, compactions...
+	evRestart                   // a crashed node comes back
+	evHeal                      // faults end
+	evDeadline                  // the cluster had to be live by now
+)
+
+type event struct {
+	at   int64
+	seq  uint64 // ties in time are broken by scheduling order
+	kind eventKind
+	node uint64
+	inc  uint64 // for node events: the incarnation they belong to
+	msg  raftpb.Message
+}
+
+func (c *Cluster) schedule(ev event) {
+	ev.seq = c.queue.seq
+	c.queue.seq++
+	c.queue.push(ev)
+}
+
+// alive returns the node an event is for, or nil if the event is stale: the
+// node crashed since it was scheduled.
+func (c *Cluster) alive(ev *event) *node {
+	n := c.nodes[ev.node-1]
+	if n.core == nil || n.inc != ev.inc {
+		return nil
+	}
+	return n
+}
+
+// dispatch carries out one event and reports whether it was a step (stale
+// events are not).
+func (c *Cluster) dispatch(ev *event) bool {
+	var n *node
+	switch ev.kind {
+	case evTick, evLocal, evReady:
+		if n = c.alive(ev); n == nil {
+			return false
+		}
+	case evRestart:
+		if n = c.nodes[ev.node-1]; n.core != nil || n.inc != ev.inc {
+			return false
+		}
+	}
+	c.step++
+	c.fingerprint = mix64(c.fingerprint, uint64(ev.at), uint64(ev.kind), ev.node,
+		uint64(ev.msg.Type), ev.msg.From, ev.msg.To, ev.msg.Term, ev.msg.Index)
+	switch ev.kind {
+	case evTick:
+		c.line(traceLine{kind: lineTick, node: n.id})
+		n.core.Tick()
+		c.touched(n)
+		c.schedule(event{at: c.now + n.period, kind: evTick, node: n.id, inc: n.inc})
+	case evDeliver:
+		c.deliver(ev.msg)
+	case evLocal:
+		c.stepCore(n, ev.msg)
+	case evReady:
+		c.handleReady(n)
+	case evPropose:
+		c.propose(nil, false)
+		c.schedule(event{at: c.now + 1 + c.rng.Int64N(2*c.opts.Mix.ProposeEvery), kind: evPropose})
+	case evRead:
+		c.read()
+		c.schedule(event{at: c.now + 1 + c.rng.Int64N(2*c.opts.Mix.ReadEvery), kind: evRead})
+	case evChaos:
+		c.chaos()
+		c.schedule(event{at: c.now + TickInterval, kind: evChaos})
+	case evRestart:
+		c.start(n)
+	case evHeal:
+		c.heal()
+	case evDeadline:
+		c.check.failf(RuleLiveness, "%d ticks after the faults healed, no proposal has been applied on every node", c.opts.LivenessTicks)
+	}
+	return true
+}
+
+func (c *Cluster) line(l traceLine) {
+	l.step, l.at = c.step, c.now
+	c.trace.add(l)
+}
+
+func (c *Cluster) note(id uint64, format string, args ...any) {
+	c.line(traceLine{kind: lineNote, node: id, note: fmt.Sprintf(format, args...)})
+}
+
+// ---- nodes ----
+
+// start boots a node from its disk: at the beginning, or after a crash.
+func (c *Cluster) start(n *node) {
+	restart := n.inc > 0
+	if restart {
+		// A state machine either persists itself (and survives with
+		// what it applied) or is rebuilt from the latest snapshot.
+		if c.rng.IntN(2) == 0 {
+			n.sm, n.applied = c.opts.NewStateMachine(), 0
+		}
+		snap, _ := n.disk.Snapshot()
+		if snap.Metadata.Index > n.applied {
+			if err := n.sm.Restore(snap.Data); err != nil {
+				c.check.failf(RuleDurability, "node %d cannot restore its snapshot at %d: %v", n.id, snap.Metadata.Index, err)
+				return
+			}
+			n.applied = snap.Metadata.Index
+		}
+	}
+	cfg := c.opts.Raft
+	cfg.ID, cfg.Voters, cfg.Storage, cfg.Applied = n.id, c.ids, n.disk, n.applied
+	cfg.Rand = rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
+	core, err := raft.New(cfg)
+	if err != nil {
+		c.check.failf(RuleContract, "node %d cannot start from its disk: %v", n.id, err)
+		return
+	}
+	n.core = core
+	st := core.Status()
+	if restart {
+		hs, _, _ := n.disk.InitialState()
+		c.note(n.id, "RESTART with term %d vote %d commit %d, state machine at %d", hs.Term, hs.Vote, hs.Commit, n.applied)
+		c.check.restarted(n.id, n.applied, st)
+	} else {
+		c.check.observe(n.id, st)
+	}
+	n.role, n.term = st.Role, st.Term
+	c.schedule(event{at: c.now + 1 + c.rng.Int64N(n.period), kind: evTick, node: n.id, inc: n.inc})
+	c.touched(n)
+}
+
+// crash stops a node: everything not on its disk is gone.
+func (c *Cluster) crash(n *node, when string) {
+	n.core = nil
+	n.inc++
+	n.readyQueued, n.crashArmed = false, false
+	c.stats.Crashes++
+	c.note(n.id, "CRASH %s", when)
+	if !c.healed {
+		down := 1 + c.rng.Int64N(int64(max(c.opts.Mix.MaxDownTicks, 1)))
+		c.schedule(event{at: c.now + down*TickInterval, kind: evRestart, node: n.id, inc: n.inc})
+	}
+}
+
+// touched runs after anything reached a node's core: check it, and let
+// its runtime pick up the work it produced.
+func (c *Cluster) touched(n *node) {
+	st := n.core.Status()
+	c.check.observe(n.id, st)
+	if st.Role != n.role || st.Term != n.term {
+		c.note(n.id, "%v t%d -> %v t%d (lead %d, vote %d)", n.role, n.term, st.Role, st.Term, st.Lead, st.Vote)
+		n.role, n.term = st.Role, st.Term
+	}
+	if !n.readyQueued && n.core.HasReady() {
+		n.readyQueued = true
+		// Disk latency: more work may pile up before the runtime gets to it.
+		c.schedule(event{at: c.now + c.rng.Int64N(10), kind: evReady, node: n.id, inc: n.inc})
+	}
+}
+
+// stepCore hands a message to a live node's core.
+func (c *Cluster) stepCore(n *node, m raftpb.Message) {
+	err := n.core.Step(m)
+	note := ""
+	if err != nil {
+		note = err.Error()
+		if !errors.Is(err, raft.ErrProposalDropped) {
+			c.stats.StepErrors++
+			if c.stats.FirstStepError == "" {
+				c.stats.FirstStepError = fmt.Sprintf("node %d: Step(%v): %v", n.id, m, err)
+			}
+		}
+	}
+	c.line(traceLine{kind: lineDeliver, node: n.id, msg: m, note: note})
+	if m.Type == raftpb.MsgSnap {
+		// The snapshot stream finished: the transport tells the sender.
+		c.reportSnapshot(m, false)
+	}
+	c.touched(n)
+}
+
+// ---- Ready ----
+
+// crashPoint is where in the handling of a Ready a crash strikes.
+type crashPoint uint8
+
+const (
+	noCrash            crashPoint = iota
+	crashBeforePersist            // Messages may be out; nothing is durable
+	crashAfterPersist             // durable, but MessagesAfterPersist never left
+	crashBeforeApply              // everything sent, nothing applied
+	crashBeforeAdvance            // applied, but the core never heard of it
+)
+
+func (p crashPoint) String() string {
+	return [...]string{"", "before persisting", "after persisting, before sending", "before applying", "before Advance"}[p]
+}
+
+// handleReady is the runtime's loop body, exactly as raft.Ready documents
+// it, with an optional crash at one of the points between its steps.
+func (c *Cluster) handleReady(n *node) {
+	n.readyQueued = false
+	if !n.core.HasReady() {
+		return
+	}
+	rd := n.core.Ready()
+	crash := noCrash
+	if n.crashArmed {
+		crash = crashPoint(1 + c.rng.IntN(int(crashBeforeAdvance)))
+	}
+	// Messages may leave before or while persisting; sometimes the
+	// runtime gets to them only afterwards.
+	sendLate := c.rng.IntN(2) == 0
+	c.line(traceLine{kind: lineReady, node: n.id, rd: summarize(&rd, sendLate, crash)})
+	c.check.ready(n.id, len(c.nodes), &rd)
+	if !sendLate {
+		c.send(n, rd.Messages)
+	}
+	if crash == crashBeforePersist {
+		c.crash(n, crash.String())
+		return
+	}
+	c.persist(n, &rd)
+	if crash == crashAfterPersist {
+		c.crash(n, crash.String())
+		return
+	}
+	if sendLate {
+		c.send(n, rd.Messages)
+	}
+	c.send(n, rd.MessagesAfterPersist)
+	if crash == crashBeforeApply {
+		c.crash(n, crash.String())
+		return
+	}
+	c.apply(n, &rd)
+	if crash == crashBeforeAdvance {
+		c.crash(n, crash.String())
+		return
+	}
+	n.core.Advance(rd)
+	c.touched(n)
+}
+
+func (c *Cluster) persist(n *node, rd *raft.Ready) {
+	if !rd.Snapshot.IsEmpty() {
+		if err := n.disk.ApplySnapshot(rd.Snapshot); err != nil {
+			c.check.failf(RuleContract, "node %d's disk refused the Ready's snapshot at %d: %v", n.id, rd.Snapshot.Metadata.Index, err)
+		}
+	}
+	if len(rd.Entries) > 0 {
+		// A real disk keeps its own copy: the core must not see later
+		// changes to what it handed out, nor make them.
+		if err := n.disk.Append(cloneEntries(rd.Entries)); err != nil {
+			c.check.failf(RuleContract, "node %d's disk refused the Ready's entries: %v", n.id, err)
+		}
+	}
+	if !rd.HardState.IsEmpty() {
+		_ = n.disk.SetHardState(rd.HardState) // MemoryStorage never fails here
+	}
+	c.check.persisted(n.id, rd)
+}
+
+func (c *Cluster) apply(n *node, rd *raft.Ready) {
+	if s := rd.Snapshot; !s.IsEmpty() {
+		if err := n.sm.Restore(s.Data); err != nil {
+			c.check.failf(RuleContract, "node %d cannot restore the snapshot at %d: %v", n.id, s.Metadata.Index, err)
+			return
+		}
+		n.applied = s.Metadata.Index
+		c.check.restored(n.id, n.applied)
+	}
+	for i := range rd.CommittedEntries {
+		e := &rd.CommittedEntries[i]
+		c.check.applied(n.id, e)
+		if err := n.sm.Apply(*e); err != nil {
+			c.check.failf(RuleContract, "node %d's state machine refused %d/%d: %v", n.id, e.Index, e.Term, err)
+		}
+		n.applied = e.Index
+		if len(e.Data) >= 8 {
+			delete(c.pending, binary.BigEndian.Uint64(e.Data))
+		}
+		if mask, ok := c.markers[string(e.Data)]; ok && len(e.Data) > 0 {
+			mask |= 1 << (n.id - 1)
+			c.markers[string(e.Data)] = mask
+			if mask == 1<<len(c.nodes)-1 {
+				c.live = true
+				c.stats.RecoveryTicks = (c.now - c.healAt) / TickInterval
+			}
+		}
+	}
+	for _, rs := range rd.ReadStates {
+		c.check.readAnswered(n.id, rs)
+	}
+}
+
+func cloneEntries(ents []raftpb.Entry) []raftpb.Entry {
+	out := make([]raftpb.Entry, len(ents))
+	for i, e := range ents {
+		e.Data = append([]byte(nil), e.Data...)
+		out[i] = e
+	}
+	return out
+}
+
+// ---- network ----
+
+// send puts a node's messages on the wire. Each goes through the real
+// encoding, as a transport would, so nothing is shared with the receiver.
+func (c *Cluster) send(n *node, msgs []raftpb.Message) {
+	for i := range msgs {
+		c.wire = msgs[i].MarshalAppend(c.wire[:0])
+		m, err := raftpb.UnmarshalMessage(c.wire)
+		if err != nil {
+			c.check.failf(RuleContract, "node %d sent %v, which does not survive encoding: %v", n.id, msgs[i], err)
+			return
+		}
+		if m.To == 0 || m.To > uint64(len(c.nodes)) {
+			continue // the checker reported it
+		}
+		fate := ""
+		peerDown := c.nodes[m.To-1].core == nil
+		c.route = c.route[:0]
+		if !peerDown {
+			c.route = c.net.Route(c.rng, n.id, m.To, c.route)
+		}
+		switch {
+		case peerDown:
+			fate = "peer down"
+		case c.net.Blocked(n.id, m.To):
+			fate = "cut"
+		case len(c.route) == 0:
+			fate = "lost"
+		case len(c.route) == 2:
+			fate = "duplicated"
+		}
+		c.line(traceLine{kind: lineSend, node: n.id, msg: m, note: fate})
+		for _, d := range c.route {
+			c.schedule(event{at: c.now + d, kind: evDeliver, msg: m})
+		}
+		if len(c.route) == 0 {
+			c.lost(n, m, peerDown || c.net.Blocked(n.id, m.To))
+		}
+	}
+}
+
+// lost tells the sender's core what its transport would notice about a
+// message that never arrived: a broken connection, a failed snapshot.
+func (c *Cluster) lost(n *node, m raftpb.Message, unreachable bool) {
+	if m.Type == raftpb.MsgSnap {
+		c.reportSnapshot(m, true)
+	} else if unreachable && c.rng.IntN(2) == 0 {
+		c.schedule(event{at: c.now + 1 + c.rng.Int64N(TickInterval), kind: evLocal, node: n.id, inc: n.inc,
+			msg: raftpb.Message{Type: raftpb.MsgUnreachable, From: m.To, To: n.id}})
+	}
+}
+
+func (c *Cluster) reportSnapshot(m raftpb.Message, failed bool) {
+	sender := c.nodes[m.From-1]
+	if sender.core == nil {
+		return
+	}
+	c.schedule(event{at: c.now + 1 + c.rng.Int64N(10), kind: evLocal, node: sender.id, inc: sender.inc,
+		msg: raftpb.Message{Type: raftpb.MsgSnapStatus, From: m.To, To: sender.id, Reject: failed}})
+}
+
+func (c *Cluster) deliver(m raftpb.Message) {
+	n := c.nodes[m.To-1]
+	switch {
+	case n.core == nil:
+		c.line(traceLine{kind: lineDeliver, node: n.id, msg: m, note: "lost: node down"})
+	case c.net.Blocked(m.From, m.To):
+		c.line(traceLine{kind: lineDeliver, node: n.id, msg: m, note: "lost: link cut"})
+	default:
+		c.stepCore(n, m)
+		return
+	}
+	if m.Type == raftpb.MsgSnap {
+		c.reportSnapshot(m, true)
+	}
+}
+
+// ---- clients and faults ----
+
+// randomLive returns a random running node, or nil if all are down.
+func (c *Cluster) randomLive() *node {
+	start := c.rng.IntN(len(c.nodes))
+	for i := range c.nodes {
+		if n := c.nodes[(start+i)%len(c.nodes)]; n.core != nil {
+			return n
+		}
+	}
+	return nil
+}
+
+// Client limits: proposals waiting at once, and how long a client waits.
+const (
+	maxPending      = 32
+	patienceInTicks = 50
+)
+
+// propose submits client proposals at a random node (a burst of them now
+// and then, to exercise batching), or at n if given. A marker is the one
+// proposal after healing that must reach every node.
+func (c *Cluster) propose(n *node, marker bool) {
+	if n == nil {
+		if n = c.randomLive(); n == nil {
+			return
+		}
+	}
+	count := 1
+	if !marker && c.rng.IntN(10) == 0 {
+		count = 2 + c.rng.IntN(20)
+	}
+	if !marker && len(c.pending)+count > maxPending {
+		for seq, at := range c.pending {
+			if at+patienceInTicks*TickInterval < c.now {
+				delete(c.pending, seq) // the client gave up
+			}
+		}
+		count = min(count, maxPending-len(c.pending))
+	}
+	for range count {
+		data := c.payload()
+		c.pending[c.seq] = c.now
+		err := n.core.Propose(data)
+		res := "ok"
+		if err != nil {
+			res = err.Error()
+		}
+		c.note(n.id, "propose #%d (%d bytes): %s", binary.BigEndian.Uint64(data), len(data), res)
+		if marker {
+			c.markers[string(data)] = 0
+		}
+	}
+	c.touched(n)
+}
+
+// payload is a unique proposal: a sequence number, then padding that is
+// now and then large enough to hit the message size limits.
+func (c *Cluster) payload() []byte {
+	c.seq++
+	pad := c.rng.IntN(24)
+	if c.rng.IntN(20) == 0 {
+		pad = 200 + c.rng.IntN(800)
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+pad), c.seq)
+	for range pad {
+		b = append(b, byte(c.rng.Uint32()))
+	}
+	return b
+}
+
+func (c *Cluster) read() {
+	n := c.randomLive()
+	if n == nil {
+		return
+	}
+	c.seq++
+	c.check.readIssued(c.seq)
+	c.note(n.id, "read index request #%d (commit floor %d)", c.seq, c.check.maxCommit)
+	n.core.ReadIndex(binary.BigEndian.AppendUint64(nil, c.seq))
+	c.touched(n)
+}
+
+// chaos runs once a tick and rolls the dice for each kind of fault. After
+// healing it instead keeps proposing until a proposal is applied everywhere.
+func (c *Cluster) chaos() {
+	m := &c.opts.Mix
+	if c.healed {
+		c.propose(c.leaderOrRandom(), true)
+		return
+	}
+	if m.PartitionEvery > 0 && c.rng.IntN(m.PartitionEvery) == 0 && len(m.Partitions) > 0 {
+		c.stats.Partitions++
+		if c.net.Partitioned() && c.rng.IntN(3) == 0 {
+			c.net.Heal()
+			c.note(0, "NETWORK healed")
+		} else {
+			c.note(0, "NETWORK %s", c.net.Partition(c.rng, m.Partitions[c.rng.IntN(len(m.Partitions))]))
+		}
+	}
+	if m.CrashEvery > 0 && c.rng.IntN(m.CrashEvery) == 0 {
+		if n := c.randomLive(); n != nil {
+			if c.rng.Float64() < m.CrashInReady {
+				n.crashArmed = true // strikes inside its next Ready
+			} else {
+				c.crash(n, "between steps")
+			}
+		}
+	}
+	if m.CompactEvery > 0 && c.rng.IntN(m.CompactEvery) == 0 {
+		if n := c.randomLive(); n != nil {
+			c.compact(n)
+		}
+	}
+	if m.LeaderEvery > 0 && c.rng.IntN(m.LeaderEvery) == 0 {
+		if n := c.randomLive(); n != nil {
+			c.disturb(n)
+		}
+	}
+}
+
+// compact snapshots a node's state machine and drops the log it covers,
+// keeping a few entries so that slightly lagging followers can still be
+// sent entries rather than a snapshot.
+func (c *Cluster) compact(n *node) {
+	first, _ := n.disk.FirstIndex()
+	if snap, _ := n.disk.Snapshot(); n.applied <= snap.Metadata.Index || n.applied < first {
+		return
+	}
+	data, err := n.sm.Snapshot()
+	if err != nil {
+		c.check.failf(RuleContract, "node %d's state machine cannot snapshot: %v", n.id, err)
+		return
+	}
+	snap, err := n.disk.CreateSnapshot(n.applied, &raftpb.ConfState{Voters: c.ids}, data)
+	if err != nil {
+		c.check.failf(RuleContract, "node %d cannot snapshot at applied index %d: %v", n.id, n.applied, err)
+		return
+	}
+	c.check.snapshot(n.id, snap)
+	to := n.applied - min(n.applied-first, uint64(c.rng.IntN(5)))
+	if to >= first {
+		if err := n.disk.Compact(to); err != nil {
+			c.check.failf(RuleContract, "node %d cannot compact to %d: %v", n.id, to, err)
+		}
+	}
+	c.stats.Snapshots++
+	c.note(n.id, "SNAPSHOT at %d, log compacted up to %d", n.applied, to)
+}
+
+// disturb forces a leadership change: a transfer if n leads, otherwise an
+// immediate campaign.
+func (c *Cluster) disturb(n *node) {
+	if n.role == raft.Leader && len(c.nodes) > 1 {
+		to := c.ids[c.rng.IntN(len(c.ids))]
+		if to == n.id {
+			to = c.ids[(int(to))%len(c.ids)]
+		}
+		c.note(n.id, "TRANSFER leadership to %d", to)
+		n.core.TransferLeadership(to)
+	} else {
+		err := n.core.Campaign()
+		c.note(n.id, "CAMPAIGN (%v)", err)
+	}
+	c.touched(n)
+}
+
+func (c *Cluster) leaderOrRandom() *node {
+	for _, n := range c.nodes {
+		if n.core != nil && n.role == raft.Leader {
+			return n
+		}
+	}
+	return c.randomLive()
+}
+
+// heal ends the faults: the network reconnects and stops losing messages,
+// and every crashed node restarts. From now on the cluster must recover.
+func (c *Cluster) heal() {
+	c.healed = true
+	c.net.Heal()
+	c.net.Faults = LinkFaults{MinDelay: c.opts.Mix.Link.MinDelay, MaxDelay: c.opts.Mix.Link.MaxDelay}
+	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks", c.opts.LivenessTicks)
+	for _, n := range c.nodes {
+		n.crashArmed = false
+		if n.core == nil {
+			c.start(n)
+		}
+	}
+}
+
+// describe prints every node's state for a failure report.
+func (c *Cluster) describe() string {
+	var sb strings.Builder
+	for _, n := range c.nodes {
+		first, _ := n.disk.FirstIndex()
+		last, _ := n.disk.LastIndex()
+		lastTerm, _ := n.disk.Term(last)
+		hs, _, _ := n.disk.InitialState()
+		fmt.Fprintf(&sb, "  n%d: ", n.id)
+		if n.core == nil {
+			sb.WriteString("DOWN")
+		} else {
+			st := n.core.Status()
+			fmt.Fprintf(&sb, "%v term %d vote %d lead %d commit %d applied %d", st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied)
+		}
+		fmt.Fprintf(&sb, "; disk: log %d..%d (last term %d), hard state t%d vote %d commit %d; state machine at %d\n",
+			first, last, lastTerm, hs.Term, hs.Vote, hs.Commit, n.applied)
+	}
+	fmt.Fprintf(&sb, "  network: %s\n", c.net)
+	return sb.String()
+}
+
+// mix64 folds values into a running hash.
+func mix64(h uint64, vs ...uint64) uint64 {
+	for _, v := range vs {
+		h ^= v
+		h *= 0x100000001b3
+		h ^= h >> 29
+	}
+	return h
+}
+
+// eventQueue is a binary min-heap of events by (at, seq). It is written out
+// rather than built on container/heap to avoid boxing every event.
+type eventQueue struct {
+	evs []event
+	seq uint64
+}
+
+func (q *eventQueue) less(i, j int) bool {
+	a, b := &q.evs[i], &q.evs[j]
+	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
+}
+
+func (q *eventQueue) push(ev event) {
+	q.evs = append(q.evs, ev)
+	for i := len(q.evs) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
+		}
+		q.evs[i], q.evs[p] = q.evs[p], q.evs[i]
+		i = p
+	}
+}
+
+func (q *eventQueue) pop() event {
+	top := q.evs[0]
+	last := len(q.evs) - 1
+	q.evs[0] = q.evs[last]
+	q.evs[last] = event{}
+	q.evs = q.evs[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < last && q.less(l, m) {
+			m = l
+		}
+		if r < last && q.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q.evs[i], q.evs[m] = q.evs[m], q.evs[i]
+		i = m
+	}
+	return top
+}

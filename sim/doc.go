@@ -1,0 +1,63 @@
+// Package sim is a deterministic whole-cluster simulation of raft cores. It
+// runs 1, 3, 5 or 7 nodes in one goroutine, breaks them in every way a real
+// deployment can break, and checks Raft's safety properties after every
+// step. Nothing in it reads a clock or starts a goroutine: one seed decides
+// everything, so any run can be replayed exactly.
+//
+// # The model
+//
+// Each node is a raft.Core, a raft.MemoryStorage acting as its disk (the
+// only thing that survives a crash), and a StateMachine it applies
+// committed entries to (AppliedLog by default; a state machine that lives
+// on disk keeps what it applied across a crash, otherwise it is rebuilt
+// from the latest snapshot, and the simulator does both).
+//
+// A discrete-event scheduler drives simulated time. Every event is a step:
+// a node's clock ticks (each node's clock runs at a slightly different
+// rate), a message arrives, a node's runtime handles the core's Ready, a
+// client proposes or asks for a read index, or the fault injector acts.
+// Randomness comes from one math/rand/v2 PCG generator seeded with the
+// run's seed (the options are drawn from a second stream of the same seed).
+//
+// The network (network.go) loses, duplicates, delays and so reorders
+// messages, and makes symmetric, asymmetric and one-way partitions that
+// come and go. Every message goes through the real wire encoding. The
+// transport's local reports reach the sender's core as MsgUnreachable and
+// MsgSnapStatus.
+//
+// A node's runtime handles a Ready exactly as raft.Ready documents: send
+// Messages (before or after persisting, both are allowed), persist the
+// snapshot, entries and hard state, send MessagesAfterPersist, apply,
+// Advance. A crash may strike between any two of those steps, or between
+// two events. The fault injector also compacts logs behind snapshots and
+// forces campaigns and leadership transfers.
+//
+// After ChaosTicks the faults stop: the network heals and stops losing
+// messages, crashed nodes restart, and within LivenessTicks a proposal made
+// after healing must be applied on every node.
+//
+// # The checks
+//
+// checks.go enforces, at the step where each can first break: at most one
+// leader per term, ever; log matching across the nodes' durable logs;
+// leader completeness (a durable log holding an entry of term T holds every
+// entry committed before T); state machine safety (one entry per index
+// across all nodes, each node applying each index once, in order, and only
+// what is durable and committed); terms and commit indexes that never go
+// back, even across a restart; a persisted vote that never changes within
+// its term; read indexes that cover every commit made before the read was
+// asked; and the Ready contract itself (which messages may leave before
+// persisting, MustSync). Then liveness, as above.
+//
+// # Running and replaying
+//
+//	go test ./sim                                 # 2,000 seeds over all sizes and mixes
+//	go test ./sim -run TestSim -seed=12345 -v     # replay one seed, printing its trace
+//	go test ./sim -run TestSim -sim.duration=10m  # soak: new seeds for ten minutes
+//	go test ./sim -run TestSim -sim.seeds=20000   # more seeds
+//
+// A failure prints the broken rule, the seed, the one command that replays
+// it, the state of every node and a trace of the last steps. Run, Draw and
+// Options let other tests drive the simulator with their own state machine
+// and fault mix.
+package sim

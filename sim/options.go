@@ -1,0 +1,139 @@
+package sim
+
+import (
+	"math/rand/v2"
+
+	"github.com/raftkv/raftkv/raft"
+)
+
+// Options describe one run completely: together with the seed they decide
+// everything that happens. Draw derives them from the seed alone.
+type Options struct {
+	Nodes int // cluster size (ids 1..Nodes)
+	Mix   Mix
+	// Raft is every node's raft.Config; the cluster fills in ID, Voters,
+	// Storage, Applied and Rand.
+	Raft raft.Config
+	// ChaosTicks is how long faults last before the network heals and every
+	// crashed node restarts; LivenessTicks bounds, from then on, the time
+	// until a leader has committed a new proposal and every node applied it.
+	ChaosTicks, LivenessTicks int
+	// NewStateMachine makes a node's state machine, at start and after a
+	// crash that lost it.
+	NewStateMachine func() StateMachine
+	// TraceSteps is how many of the last steps a failure report shows.
+	TraceSteps int
+	// MaxSteps stops a run that never settles (a message storm, say).
+	MaxSteps uint64
+}
+
+// Mix is a blend of faults and client load. Rates given as "every N" are
+// means: each tick the event happens with probability 1/N.
+type Mix struct {
+	Name           string
+	Link           LinkFaults
+	Partitions     []PartitionKind // shapes to draw from; none: no partitions
+	PartitionEvery int             // ticks between partition changes
+	CrashEvery     int             // ticks between crashes; 0: never
+	MaxDownTicks   int             // a crashed node restarts within this many ticks
+	CrashInReady   float64         // share of crashes that strike while a Ready is half done
+	CompactEvery   int             // ticks between log compactions on a random node; 0: never
+	LeaderEvery    int             // ticks between forced campaigns or leadership transfers; 0: never
+	ProposeEvery   int64           // time units between client proposals
+	ReadEvery      int64           // time units between read-index requests; 0: never
+}
+
+var allPartitions = []PartitionKind{Symmetric, Asymmetric, OneWay}
+
+// Mixes are the fault blends Draw picks from.
+var Mixes = []Mix{
+	{
+		Name:         "calm",
+		Link:         LinkFaults{MinDelay: 1, MaxDelay: 20},
+		ProposeEvery: 40, ReadEvery: 200,
+	},
+	{
+		Name:         "lossy",
+		Link:         LinkFaults{DropRate: 0.15, DupRate: 0.1, LateRate: 0.03, MinDelay: 1, MaxDelay: 150},
+		LeaderEvery:  40,
+		ProposeEvery: 40, ReadEvery: 200,
+	},
+	{
+		Name:       "partitions",
+		Link:       LinkFaults{DropRate: 0.02, DupRate: 0.02, MinDelay: 1, MaxDelay: 60},
+		Partitions: allPartitions, PartitionEvery: 15,
+		CompactEvery: 25,
+		ProposeEvery: 40, ReadEvery: 200,
+	},
+	{
+		Name:       "crashes",
+		Link:       LinkFaults{MinDelay: 1, MaxDelay: 60},
+		CrashEvery: 12, MaxDownTicks: 40, CrashInReady: 0.5,
+		CompactEvery: 25,
+		ProposeEvery: 40, ReadEvery: 200,
+	},
+	{
+		Name:       "chaos",
+		Link:       LinkFaults{DropRate: 0.05, DupRate: 0.05, LateRate: 0.02, MinDelay: 1, MaxDelay: 100},
+		Partitions: allPartitions, PartitionEvery: 20,
+		CrashEvery: 20, MaxDownTicks: 40, CrashInReady: 0.5,
+		CompactEvery: 30, LeaderEvery: 60,
+		ProposeEvery: 30, ReadEvery: 150,
+	},
+}
+
+// Sizes are the cluster sizes Draw picks from (3 and 5 twice as often).
+var Sizes = []int{1, 3, 3, 5, 5, 7}
+
+// Streams of randomness derived from one seed: the options and the run
+// draw from separate streams so that changing one never shifts the other.
+const (
+	streamOptions = iota + 1
+	streamRun
+)
+
+func seededRand(seed, stream uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, stream)) }
+
+// Draw derives a run's options from its seed: cluster size, fault mix and
+// raft configuration.
+func Draw(seed uint64) Options {
+	rng := seededRand(seed, streamOptions)
+	o := Options{
+		Nodes:           Sizes[rng.IntN(len(Sizes))],
+		Mix:             Mixes[rng.IntN(len(Mixes))],
+		Raft:            drawRaftConfig(rng),
+		ChaosTicks:      100 + rng.IntN(300),
+		NewStateMachine: NewAppliedLog,
+		TraceSteps:      50,
+		MaxSteps:        2_000_000,
+	}
+	o.LivenessTicks = livenessTicks(o.Raft)
+	return o
+}
+
+// livenessTicks bounds recovery: restarted nodes wait out an election
+// timeout (up to 2x ElectionTicks), a pre-vote round may fail against
+// followers that still heard a leader, and split votes cost a timeout each.
+func livenessTicks(cfg raft.Config) int { return 30*cfg.ElectionTicks + 50 }
+
+func drawRaftConfig(rng *rand.Rand) raft.Config {
+	cfg := raft.DefaultConfig()
+	cfg.ElectionTicks = 5 + rng.IntN(11)
+	cfg.HeartbeatTicks = 1 + rng.IntN(min(3, cfg.ElectionTicks/3))
+	cfg.PreVote = rng.IntN(4) != 0
+	cfg.CheckQuorum = rng.IntN(4) != 0
+	// Small limits make flow control and batching matter.
+	switch rng.IntN(3) {
+	case 0:
+		cfg.MaxSizePerMsg = 64
+		cfg.MaxInflightMsgs = 1 + rng.IntN(4)
+		cfg.MaxInflightBytes = 0
+		cfg.MaxCommittedSizePerReady = 64
+	case 1:
+		cfg.MaxSizePerMsg = 512
+		cfg.MaxInflightMsgs = 2 + rng.IntN(16)
+		cfg.MaxInflightBytes = 2048
+		cfg.MaxCommittedSizePerReady = 1024
+	}
+	return cfg
+}

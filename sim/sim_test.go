@@ -1,0 +1,209 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftkv/raftkv/raft"
+)
+
+var (
+	seedFlag     = flag.String("seed", "", "run only this seed and print its trace (replays a failure)")
+	seedsFlag    = flag.Int("sim.seeds", 2000, "seeds TestSim and TestKnobs run (300 with -short)")
+	durationFlag = flag.Duration("sim.duration", 0, "soak: TestSim runs fresh seeds for this long instead")
+)
+
+// replaySeed returns the seed given with -seed, if any.
+func replaySeed(t *testing.T) (uint64, bool) {
+	t.Helper()
+	if *seedFlag == "" {
+		return 0, false
+	}
+	seed, err := strconv.ParseUint(*seedFlag, 10, 64)
+	if err != nil {
+		t.Fatalf("-seed=%q: %v", *seedFlag, err)
+	}
+	return seed, true
+}
+
+func seedCount() int {
+	if testing.Short() {
+		return min(*seedsFlag, 300)
+	}
+	return *seedsFlag
+}
+
+// sweep runs seeds on every CPU until next returns false or stop does, and
+// returns the summed stats and the failed results in seed order of arrival.
+func sweep(next func() (uint64, bool), options func(seed uint64) Options, stop func(Result) bool) (seeds int, total Stats, failed []Result) {
+	var mu sync.Mutex // guards next, stop, seeds, total and failed
+	var wg sync.WaitGroup
+	done := false
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				seed, ok := next()
+				if !ok || done {
+					mu.Unlock()
+					return
+				}
+				mu.Unlock()
+				res := Run(seed, options(seed))
+				mu.Lock()
+				seeds++
+				total.Add(res.Stats)
+				if res.Failure != nil {
+					failed = append(failed, res)
+				}
+				if stop != nil && stop(res) {
+					done = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return seeds, total, failed
+}
+
+// counter yields 1..n.
+func counter(n int) func() (uint64, bool) {
+	var i uint64
+	return func() (uint64, bool) {
+		i++
+		return i, i <= uint64(n)
+	}
+}
+
+func summary(seeds int, s Stats, failures int) string {
+	return fmt.Sprintf("sim: %d seeds, %d failures, %d steps, %d elections, %d commits (%d crashes, %d partition changes, %d snapshots, slowest recovery %d ticks)",
+		seeds, failures, s.Steps, s.Elections, s.Commits, s.Crashes, s.Partitions, s.Snapshots, s.RecoveryTicks)
+}
+
+func replayCommand(test string, seed uint64) string {
+	return fmt.Sprintf("go test ./sim -run '%s' -seed=%d -v", test, seed)
+}
+
+// runOne replays a single seed, printing its report, and fails if it fails.
+func runOne(t *testing.T, test string, seed uint64, opts Options) Result {
+	t.Helper()
+	res := Run(seed, opts)
+	if res.Failure != nil {
+		t.Errorf("%s", res.Report(replayCommand(test, seed)))
+	} else {
+		t.Logf("seed %d passed: %s\n%s", seed, opts, summary(1, res.Stats, 0))
+	}
+	return res
+}
+
+// TestSim runs the default seeds (or the soak, or one replayed seed) and
+// fails on any violated rule.
+func TestSim(t *testing.T) {
+	if seed, ok := replaySeed(t); ok {
+		runOne(t, "TestSim$", seed, Draw(seed))
+		return
+	}
+	next := counter(seedCount())
+	if *durationFlag > 0 {
+		// Soak: seeds nobody ran before, until the time is up.
+		deadline := time.Now().Add(*durationFlag)
+		seed := uint64(time.Now().UnixNano())
+		t.Logf("soak for %v from seed %d", *durationFlag, seed)
+		next = func() (uint64, bool) {
+			seed++
+			return seed, time.Now().Before(deadline)
+		}
+	}
+	seeds, total, failed := sweep(next, Draw, nil)
+	t.Log(summary(seeds, total, len(failed)))
+	if total.StepErrors > 0 {
+		t.Logf("the core rejected %d messages from correct peers; first: %s", total.StepErrors, total.FirstStepError)
+	}
+	for i, res := range failed {
+		if i == 3 {
+			t.Errorf("... and %d more failures", len(failed)-3)
+			break
+		}
+		t.Errorf("%s", res.Report(replayCommand("TestSim$", res.Seed)))
+	}
+	for _, res := range failed {
+		t.Errorf("failed seed %d: %s", res.Seed, res.Failure.Violation)
+	}
+}
+
+// TestReplayIsDeterministic runs seeds twice: a seed is only worth printing
+// if it replays the same steps.
+func TestReplayIsDeterministic(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		a, b := Run(seed, Draw(seed)), Run(seed, Draw(seed))
+		if a.Fingerprint != b.Fingerprint || a.Stats != b.Stats {
+			t.Fatalf("seed %d ran differently twice: %x %+v vs %x %+v", seed, a.Fingerprint, a.Stats, b.Fingerprint, b.Stats)
+		}
+	}
+}
+
+// knob is one deliberately broken rule of the core and the fault mix that
+// lets the simulator catch it quickly.
+type knob struct {
+	name string
+	set  func(*raft.TestingKnobs)
+	bias func(*Options)
+}
+
+var knobs = []knob{
+	{
+		name: "SkipUpToDateCheck",
+		set:  func(k *raft.TestingKnobs) { k.SkipUpToDateCheck = true },
+	},
+	{
+		name: "CommitOldTermByCounting",
+		set:  func(k *raft.TestingKnobs) { k.CommitOldTermByCounting = true },
+	},
+	{
+		name: "ForgetVoteOnRestart",
+		set:  func(k *raft.TestingKnobs) { k.ForgetVoteOnRestart = true },
+	},
+	{
+		name: "SkipConflictTruncation",
+		set:  func(k *raft.TestingKnobs) { k.SkipConflictTruncation = true },
+	},
+}
+
+func (k knob) options(seed uint64) Options {
+	o := Draw(seed)
+	k.set(&o.Raft.Knobs)
+	if k.bias != nil {
+		k.bias(&o)
+	}
+	return o
+}
+
+// TestKnobs proves the checks are not vacuous: each switch that breaks one
+// safety rule of the core must be caught within the default seed count.
+func TestKnobs(t *testing.T) {
+	for _, k := range knobs {
+		t.Run(k.name, func(t *testing.T) {
+			test := "TestKnobs/" + k.name + "$"
+			if seed, ok := replaySeed(t); ok {
+				if res := Run(seed, k.options(seed)); res.Failure != nil {
+					t.Logf("caught as expected:\n%s", res.Report(replayCommand(test, seed)))
+				} else {
+					t.Errorf("seed %d: knob %s went unnoticed", seed, k.name)
+				}
+				return
+			}
+			seeds, _, failed := sweep(counter(seedCount()), k.options, func(r Result) bool { return r.Failure != nil })
+			if len(failed) == 0 {
+				t.Fatalf("%s: no violation found in %d seeds", k.name, seeds)
+			}
+			f := failed[0]
+			t.Logf("%s caught after %d seeds by seed %d: %v\nreplay: %s", k.name, seeds, f.Seed, f.Failure.Violation, replayCommand(test, f.Seed))
+		})
+	}
+}
