@@ -174,7 +174,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("StateMachine must be set"))
 	}
 	if len(c.Members) == 0 {
-		errs = append(errs, errors.New("Members must not be empty"))
+		errs = append(errs, errors.New("no members: Members must list the whole cluster"))
 	}
 	ids := make(map[uint64]string, len(c.Members))
 	for _, m := range c.Members {
