@@ -29,8 +29,11 @@ type network struct {
 	queue []raftpb.Message
 	// cut[[2]uint64{from, to}] drops messages on that one-way link.
 	cut map[[2]uint64]bool
-	// delivered counts messages by type, for round-trip assertions.
-	delivered map[raftpb.MessageType]int
+	// mangle, if set, may rewrite or drop (ok=false) each message before
+	// delivery: the scenario tests use it to lose or delay parts of appends.
+	mangle func(m raftpb.Message) (raftpb.Message, bool)
+	// trace records every delivered message, for round-trip assertions.
+	trace []raftpb.Message
 }
 
 type configOpt func(*Config)
@@ -40,7 +43,7 @@ func testConfig(id uint64, voters []uint64, st Storage) Config {
 	cfg.ID = id
 	cfg.Voters = voters
 	cfg.Storage = st
-	cfg.Rand = rand.New(rand.NewPCG(id, 42))
+	cfg.Rand = newRand(id)
 	cfg.PreVote = false
 	cfg.CheckQuorum = false
 	return cfg
@@ -49,15 +52,27 @@ func testConfig(id uint64, voters []uint64, st Storage) Config {
 func withPreVote(c *Config)     { c.PreVote = true }
 func withCheckQuorum(c *Config) { c.CheckQuorum = true }
 
-// newNetwork starts n nodes with ids 1..n.
+// newNetwork starts n nodes with ids 1..n and empty storage.
 func newNetwork(t testing.TB, n int, opts ...configOpt) *network {
 	t.Helper()
-	nw := &network{t: t, nodes: map[uint64]*testNode{}, cut: map[[2]uint64]bool{}, delivered: map[raftpb.MessageType]int{}}
-	for i := 1; i <= n; i++ {
-		nw.ids = append(nw.ids, uint64(i))
+	logs := make([][]uint64, n)
+	return newNetworkWithLogs(t, 0, logs, opts...)
+}
+
+// newNetworkWithLogs starts len(logs) nodes with ids 1..n; node i+1's
+// storage holds entries with terms logs[i] and hard state term.
+func newNetworkWithLogs(t testing.TB, term uint64, logs [][]uint64, opts ...configOpt) *network {
+	t.Helper()
+	nw := &network{t: t, nodes: map[uint64]*testNode{}, cut: map[[2]uint64]bool{}}
+	for i := range logs {
+		nw.ids = append(nw.ids, uint64(i+1))
 	}
-	for _, id := range nw.ids {
+	for i, id := range nw.ids {
 		st := NewMemoryStorage()
+		if err := st.Append(entries(logs[i]...)); err != nil {
+			t.Fatal(err)
+		}
+		_ = st.SetHardState(raftpb.HardState{Term: term})
 		cfg := testConfig(id, nw.ids, st)
 		for _, o := range opts {
 			o(&cfg)
@@ -125,7 +140,13 @@ func (nw *network) deliver() int {
 		if nw.cut[[2]uint64{m.From, m.To}] || nw.nodes[m.To] == nil {
 			continue
 		}
-		nw.delivered[m.Type]++
+		if nw.mangle != nil {
+			var ok bool
+			if m, ok = nw.mangle(m); !ok {
+				continue
+			}
+		}
+		nw.trace = append(nw.trace, m)
 		if err := nw.nodes[m.To].core.Step(m); err != nil && err != ErrProposalDropped {
 			nw.t.Fatalf("step %v: %v", m, err)
 		}
@@ -241,3 +262,5 @@ func TestNetworkSmoke(t *testing.T) {
 		}
 	}
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 42)) }

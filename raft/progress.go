@@ -42,6 +42,12 @@ type progress struct {
 	state       ProgressState
 	// pendingSnapshot is the index of the snapshot in flight (StateSnapshot).
 	pendingSnapshot uint64
+	// sentCommit is the highest commit index sent to the peer (as far as it
+	// can apply it: not past the entries sent).
+	sentCommit uint64
+	// snapshotStale: the snapshot has been pending since the previous
+	// election-timeout check.
+	snapshotStale bool
 	// recentActive is set by any message from the peer and cleared by the
 	// leader every election timeout (CheckQuorum).
 	recentActive bool
@@ -55,6 +61,7 @@ type progress struct {
 func (pr *progress) resetState(state ProgressState) {
 	pr.probeSent = false
 	pr.pendingSnapshot = 0
+	pr.snapshotStale = false
 	pr.state = state
 	pr.inflights.reset()
 }
@@ -188,6 +195,13 @@ func (in *inflights) freeLE(idx uint64) {
 	}
 	if in.count == 0 {
 		in.start = 0
+	}
+}
+
+// freeFirst drops the oldest append.
+func (in *inflights) freeFirst() {
+	if in.count > 0 {
+		in.freeLE(in.buf[in.start].last)
 	}
 }
 

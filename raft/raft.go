@@ -511,6 +511,7 @@ func tickHeartbeat(c *Core) {
 				pr.recentActive = id == c.id
 			}
 		}
+		c.expireSnapshots()
 		// A transfer that has not finished within an election timeout
 		// has failed; accept proposals again.
 		c.leadTransferee = raftpb.None
@@ -686,8 +687,17 @@ func stepLeader(c *Core, m raftpb.Message) error {
 	case raftpb.MsgHeartbeatResp:
 		pr.recentActive = true
 		pr.probeSent = false
+		if pr.state == StateReplicate && pr.inflights.full() {
+			// The follower is alive but the window is stuck full: appends
+			// or their acknowledgements may have been lost. Let one more
+			// append out; if the follower missed some, it rejects it and
+			// the leader probes from its match.
+			pr.inflights.freeFirst()
+		}
 		if pr.match < c.log.lastIndex() {
-			c.sendAppend(m.From, pr, false)
+			// Even with nothing new to send: an empty append at next-1
+			// makes a follower that lost appends say so.
+			c.sendAppend(m.From, pr, true)
 		}
 		if m.Context != nil {
 			c.readOnly.ack(m.From, m.Context)
@@ -747,8 +757,7 @@ func (c *Core) handleAppAck(m raftpb.Message, pr *progress) {
 	}
 	// Keep streaming into the window this acknowledgement freed, or after
 	// the probe that found the match.
-	for c.sendAppend(m.From, pr, false) {
-	}
+	c.sendAppends(m.From, pr)
 	if m.From == c.leadTransferee && pr.match == c.log.lastIndex() {
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgTimeoutNow})
 	}
@@ -812,6 +821,8 @@ func (c *Core) sendAppend(to uint64, pr *progress, sendIfEmpty bool) bool {
 	last := prevIndex + uint64(len(ents))
 	c.send(raftpb.Message{To: to, Type: raftpb.MsgApp, Index: prevIndex, LogTerm: prevTerm, Entries: ents, Commit: c.log.committed})
 	pr.sentEntries(len(ents), bytes, last)
+	// The follower commits no further than the last entry it was sent.
+	pr.sentCommit = max(pr.sentCommit, min(c.log.committed, last))
 	return true
 }
 
@@ -831,6 +842,14 @@ func (c *Core) sendSnapshot(to uint64, pr *progress) bool {
 	return true
 }
 
+// sendAppends sends pr what it lacks, in as many appends as MaxSizePerMsg
+// and the inflight window allow, and at least an empty one if the peer may
+// not know the commit index yet.
+func (c *Core) sendAppends(to uint64, pr *progress) {
+	for sendIfEmpty := pr.sentCommit < c.log.committed; c.sendAppend(to, pr, sendIfEmpty); sendIfEmpty = false {
+	}
+}
+
 // flush sends the appends owed since the last Ready, one message per
 // follower for all proposals made in between.
 func (c *Core) flush() {
@@ -838,11 +857,30 @@ func (c *Core) flush() {
 		return
 	}
 	for _, id := range c.trk.ids {
-		if id != c.id {
-			c.sendAppend(id, c.trk.progress[id], c.bcastCommit)
+		if id == c.id {
+			continue
 		}
+		c.sendAppends(id, c.trk.progress[id])
 	}
 	c.bcastPending, c.bcastCommit = false, false
+}
+
+// expireSnapshots gives up on snapshots pending for over one full election
+// timeout: the runtime should have reported MsgSnapStatus by then, and if the
+// report was lost the follower would otherwise never hear from us again.
+func (c *Core) expireSnapshots() {
+	for _, id := range c.trk.ids {
+		pr := c.trk.progress[id]
+		if pr.state != StateSnapshot {
+			continue
+		}
+		if pr.snapshotStale {
+			pr.pendingSnapshot = 0
+			pr.becomeProbe()
+			continue
+		}
+		pr.snapshotStale = true
+	}
 }
 
 func (c *Core) bcastHeartbeat() {
