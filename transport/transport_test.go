@@ -376,3 +376,46 @@ func TestSendDropsUnsendable(t *testing.T) {
 		t.Errorf("unsendable messages reported as unreachable peers: %d", n)
 	}
 }
+
+// Close while another goroutine keeps sending and reshaping the peer set:
+// nothing may panic, race, block or leak.
+func TestCloseDuringTraffic(t *testing.T) {
+	checkNoLeaks(t)
+	a, b := startNode(t, 1, nil), startNode(t, 2, nil)
+	connect(a, b)
+	sendUntilDelivered(t, a, b, heartbeat(1, 2, 1))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		entry := []raftpb.Entry{{Data: make([]byte, 1<<10)}}
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a.Send([]raftpb.Message{{Type: raftpb.MsgApp, From: 1, To: 2, Index: i, Entries: entry}})
+			b.Send([]raftpb.Message{heartbeat(2, 1, i)})
+			switch i % 64 {
+			case 0:
+				a.RemovePeer(3)
+			case 1:
+				a.AddPeer(3, "127.0.0.1:1")
+			case 2:
+				a.UpdatePeer(3, "127.0.0.1:2")
+			case 3:
+				_ = a.Stats()
+			}
+		}
+	}()
+	eventually(t, "traffic to flow", func() bool { return len(b.rec.delivered()) > 100 })
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
+}
