@@ -40,7 +40,8 @@ type Config struct {
 	// ListenAddr is the "host:port" peers dial; ":0" picks a free port.
 	ListenAddr string
 	// Peers maps each peer's id to its "host:port". An entry for ID itself
-	// is ignored, so the whole cluster's map may be passed.
+	// is ignored, so the whole cluster's map may be passed. New copies it;
+	// later changes go through AddPeer, UpdatePeer and RemovePeer.
 	Peers map[uint64]string
 	// MaxFrameSize bounds one message's encoding, in both directions.
 	MaxFrameSize int
@@ -78,6 +79,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("transport: DialTimeout %v is negative", c.DialTimeout)
 	case c.WriteTimeout < 0:
 		return fmt.Errorf("transport: WriteTimeout %v is negative", c.WriteTimeout)
+	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil:
+		return errors.New("transport: TLS has no certificate to accept peer connections with")
 	}
 	if err := checkAddr(c.ListenAddr); err != nil {
 		return fmt.Errorf("transport: ListenAddr: %w", err)

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -345,6 +346,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative queue":    func(c *Config) { c.QueueSize = -1 },
 		"negative dial":     func(c *Config) { c.DialTimeout = -1 },
 		"negative write":    func(c *Config) { c.WriteTimeout = -1 },
+		"TLS without cert":  func(c *Config) { c.TLS = &tls.Config{} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := good
