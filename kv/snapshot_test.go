@@ -11,12 +11,12 @@ import (
 	"testing"
 )
 
-// richStore has keys (an empty one, a value larger than a write chunk) and
+// richStore has keys (an empty one, one with a value of bigSize bytes) and
 // sessions remembering an integer, an old value and an error.
-func richStore(t testing.TB) *Store {
+func richStore(t testing.TB, bigSize int) *Store {
 	t.Helper()
 	s := New()
-	big := bytes.Repeat([]byte("0123456789"), snapshotChunk/5)
+	big := bytes.Repeat([]byte("0123456789"), bigSize/10)
 	for _, c := range []Command{
 		{Op: OpSet, Key: b(""), Value: b("empty key")},
 		{Op: OpMSet, Keys: bs("a", "b", "c"), Values: [][]byte{b("1"), nil, big}},
@@ -36,7 +36,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		s    *Store
-	}{{"empty", New()}, {"rich", richStore(t)}} {
+	}{{"empty", New()}, {"rich", richStore(t, 2*snapshotChunk)}} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := snapshotBytes(t, tc.s)
 			r := restored(t, snap)
@@ -64,9 +64,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestRestoreRefusesCorruption(t *testing.T) {
-	snap := snapshotBytes(t, richStore(t))
-	// Keep the test quick: shorten the big value's body, which is plain
-	// data, but flip every byte around it.
+	snap := snapshotBytes(t, richStore(t, 2*snapshotChunk))
 	target := New()
 	applyNext(t, target, Command{Op: OpSet, Key: b("old"), Value: b("state")})
 	before := snapshotBytes(t, target)
@@ -83,7 +81,7 @@ func TestRestoreRefusesCorruption(t *testing.T) {
 	big := bytes.Index(snap, []byte("0123456789"))
 	for i := range snap {
 		if i > big+64 && i < big+snapshotChunk*2-64 {
-			continue // inside the big value: one sample of it is enough
+			continue // deep inside the big value: its edges are enough
 		}
 		for _, mask := range []byte{0x01, 0x80, 0xff} {
 			c := bytes.Clone(snap)
@@ -199,7 +197,7 @@ func (r *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestSnapshotIOErrors(t *testing.T) {
-	s := richStore(t)
+	s := richStore(t, 2*snapshotChunk)
 	snap := snapshotBytes(t, s)
 	for _, n := range []int{0, 10, len(snap) / 2, len(snap) - 1} {
 		w := &failingWriter{left: n}
