@@ -1,0 +1,159 @@
+// Package vfs is the small file-system surface the storage packages use, so
+// that tests can replace the operating system with a simulated disk that
+// loses unsynced writes, tears the last write, or fails on demand (see Mem).
+//
+// The interface is shaped by what a write-ahead log needs and nothing more:
+// append-only files, atomic renames, and explicit durability of both file
+// contents (File.Sync) and directory entries (FS.SyncDir).
+package vfs
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// File is an open file. Reads through ReadAt may run concurrently with each
+// other; everything else is used by one goroutine at a time.
+type File interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.Closer
+	// Sync makes the file's contents durable.
+	Sync() error
+	// Truncate changes the file's size; it does not move the write offset
+	// of a file opened for appending (appends always go to the end).
+	Truncate(size int64) error
+	// Size returns the file's current size.
+	Size() (int64, error)
+}
+
+// FS is a file system. Names are paths as used by package os.
+type FS interface {
+	// Create creates name, or truncates it if it exists, open for writing.
+	Create(name string) (File, error)
+	// OpenAppend opens an existing file for appending.
+	OpenAppend(name string) (File, error)
+	// Open opens name for reading.
+	Open(name string) (File, error)
+	// Rename atomically replaces newname with oldname.
+	Rename(oldname, newname string) error
+	// Remove deletes a file.
+	Remove(name string) error
+	// List returns the sorted names (not paths) of the entries of dir.
+	List(dir string) ([]string, error)
+	// MkdirAll creates dir and its parents as needed.
+	MkdirAll(dir string) error
+	// SyncDir makes creations, renames and removals in dir durable.
+	SyncDir(dir string) error
+}
+
+// WriteNew creates path atomically: write fills a temporary file, which is
+// synced and renamed to path, and then the directory is synced, so after a
+// crash path either does not exist or holds everything write wrote. Without
+// sync (tests and benchmarks only) the syncs are skipped. WriteNew returns
+// the file, still open for appending; the caller closes it.
+func WriteNew(fs FS, path string, sync bool, write func(io.Writer) error) (File, error) {
+	tmp := path + ".tmp"
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	fail := func(what string, err error) (File, error) {
+		// The temporary file is garbage now; removing it is best effort
+		// because readers ignore *.tmp names anyway.
+		_ = f.Close()
+		_ = fs.Remove(tmp)
+		return nil, fmt.Errorf("%s %s: %w", what, tmp, err)
+	}
+	if err := write(f); err != nil {
+		return fail("write", err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail("sync", err)
+		}
+	}
+	if err := fs.Rename(tmp, path); err != nil {
+		return fail("rename", err)
+	}
+	if sync {
+		if err := fs.SyncDir(filepath.Dir(path)); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("sync directory of %s: %w", path, err)
+		}
+	}
+	return f, nil
+}
+
+// IsTemp reports whether name is a leftover of an interrupted WriteNew.
+func IsTemp(name string) bool { return filepath.Ext(name) == ".tmp" }
+
+// OS is the real file system.
+type OS struct{}
+
+type osFile struct{ *os.File }
+
+func (f osFile) Size() (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func (OS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (OS) OpenAppend(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (OS) Open(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (OS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
+func (OS) Remove(name string) error             { return os.Remove(name) }
+func (OS) MkdirAll(dir string) error            { return os.MkdirAll(dir, 0o755) }
+
+func (OS) List(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (OS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,347 @@
+package storage
+
+import (
+	"fmt"
+
+	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/storage/wal"
+)
+
+// saveReq is one Save waiting for, or handled by, a group-commit leader.
+// done and err are written by the leader before it releases wmu and read by
+// the owner after acquiring it.
+type saveReq struct {
+	hs   raftpb.HardState
+	ents []raftpb.Entry
+	done bool
+	err  error
+}
+
+// Save durably appends ents to the log and records hs (unless it is
+// empty), then returns: one write and one fsync for the whole batch, shared
+// with any Saves running concurrently. If ents[0].Index is not past the last
+// entry, the entries from there on are replaced, as a leader overwriting a
+// conflicting suffix requires. The Storage keeps the entries' Data without
+// copying it: do not modify it afterwards.
+//
+// A failed write or fsync leaves the Storage failed (ErrFailed); invalid
+// arguments give ErrInvalid and change nothing.
+func (s *Storage) Save(hs raftpb.HardState, ents []raftpb.Entry) error {
+	req := &saveReq{hs: hs, ents: ents}
+	s.mu.Lock()
+	if err := s.usableLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if hs.IsEmpty() && len(ents) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.pending = append(s.pending, req)
+	s.mu.Unlock()
+
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !req.done {
+		// Nobody wrote this request while we waited: lead, taking
+		// everyone who queued up meanwhile along.
+		s.mu.Lock()
+		group := s.pending
+		s.pending = nil
+		s.mu.Unlock()
+		s.commit(group)
+	}
+	return req.err
+}
+
+// view is the log as it will be once the requests of a group validated so
+// far are applied: the stored log overlaid with their entries.
+type view struct {
+	x    *index
+	hs   raftpb.HardState
+	from uint64 // ents replace the stored log from this index on
+	ents []raftpb.Entry
+}
+
+func (v *view) last() uint64 {
+	if len(v.ents) > 0 {
+		return v.from + uint64(len(v.ents)) - 1
+	}
+	return v.x.last()
+}
+
+// term returns the term of entry i, for base <= i <= last.
+func (v *view) term(i uint64) uint64 {
+	if len(v.ents) > 0 && i >= v.from {
+		return v.ents[i-v.from].Term
+	}
+	return v.x.term(i)
+}
+
+// check validates one request against the view and, if it is valid,
+// applies it to the view.
+func (v *view) check(req *saveReq) error {
+	if n := len(req.ents); n > 0 {
+		first := req.ents[0].Index
+		what := fmt.Sprintf("entries %d..%d", first, req.ents[n-1].Index)
+		switch {
+		case first <= v.x.base:
+			return fmt.Errorf("%w: %s: the log starts after entry %d", ErrInvalid, what, v.x.base)
+		case first > v.last()+1:
+			return fmt.Errorf("%w: %s: the log ends at %d, leaving a gap", ErrInvalid, what, v.last())
+		case first <= v.hs.Commit:
+			return fmt.Errorf("%w: %s: would overwrite committed entry %d", ErrInvalid, what, v.hs.Commit)
+		case req.ents[0].Term < v.term(first-1):
+			return fmt.Errorf("%w: %s: term %d is lower than the term %d of entry %d", ErrInvalid, what, req.ents[0].Term, v.term(first-1), first-1)
+		}
+		for k := 1; k < n; k++ {
+			e, prev := &req.ents[k], &req.ents[k-1]
+			if e.Index != prev.Index+1 || e.Term < prev.Term {
+				return fmt.Errorf("%w: %s: entry %d (term %d) does not follow entry %d (term %d)", ErrInvalid, what, e.Index, e.Term, prev.Index, prev.Term)
+			}
+		}
+		for k := range req.ents {
+			// The encoding adds at most 3 varints and a version byte.
+			if len(req.ents[k].Data) > wal.MaxRecordSize-32 {
+				return fmt.Errorf("%w: entry %d holds %d bytes, over the %d byte limit", ErrInvalid, req.ents[k].Index, len(req.ents[k].Data), wal.MaxRecordSize-32)
+			}
+		}
+	}
+	last := v.last()
+	if n := len(req.ents); n > 0 {
+		last = req.ents[n-1].Index
+	}
+	if hs := req.hs; !hs.IsEmpty() {
+		switch {
+		case hs.Term < v.hs.Term:
+			return fmt.Errorf("%w: hard state term %d is lower than the stored %d", ErrInvalid, hs.Term, v.hs.Term)
+		case hs.Term == v.hs.Term && v.hs.Vote != raftpb.None && hs.Vote != v.hs.Vote:
+			return fmt.Errorf("%w: hard state votes for %d in term %d, which already has a vote for %d", ErrInvalid, hs.Vote, hs.Term, v.hs.Vote)
+		case hs.Commit > last:
+			return fmt.Errorf("%w: hard state commits entry %d past the last entry %d", ErrInvalid, hs.Commit, last)
+		}
+		v.hs = hs
+	}
+	if len(req.ents) > 0 {
+		first := req.ents[0].Index
+		if len(v.ents) > 0 && first >= v.from {
+			v.ents = append(v.ents[:first-v.from:first-v.from], req.ents...)
+		} else {
+			v.from, v.ents = first, req.ents
+		}
+	}
+	return nil
+}
+
+// commit writes a group of requests with one write and one fsync and
+// applies them to the in-memory view. The caller holds wmu.
+func (s *Storage) commit(group []*saveReq) {
+	defer func() {
+		for _, req := range group {
+			req.done = true
+		}
+	}()
+	if err := s.usable(); err != nil {
+		for _, req := range group {
+			req.err = err
+		}
+		return
+	}
+	v := view{x: &s.idx, hs: s.hs}
+	valid := group[:0:0]
+	s.batch.Reset()
+	var offs []int64 // batch offsets of the entries of the valid requests, in order
+	for _, req := range group {
+		if req.err = v.check(req); req.err != nil {
+			continue
+		}
+		valid = append(valid, req)
+		for k := range req.ents {
+			s.buf = req.ents[k].MarshalAppend(s.buf[:0])
+			offs = append(offs, s.batch.Add(recEntry, s.buf))
+		}
+		if !req.hs.IsEmpty() {
+			s.buf = req.hs.MarshalAppend(s.buf[:0])
+			s.batch.Add(recHardState, s.buf)
+		}
+	}
+	if len(valid) == 0 {
+		return
+	}
+	pos, err := s.write()
+	if err != nil {
+		for _, req := range valid {
+			req.err = err
+		}
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, req := range valid {
+		for k := range req.ents {
+			e := req.ents[k]
+			if k == 0 {
+				s.idx.truncate(e.Index)
+				s.cache.truncate(e.Index)
+			}
+			s.idx.append(e.Term, pos.Seq, pos.Off+offs[0])
+			offs = offs[1:]
+			s.cache.append(e)
+		}
+		if !req.hs.IsEmpty() {
+			s.hs = req.hs
+		}
+	}
+}
+
+// write writes s.batch and syncs it, starting a new segment first if the
+// current one is full, and returns where the batch starts. Failures leave
+// the Storage failed. The caller holds wmu.
+func (s *Storage) write() (wal.Pos, error) {
+	if s.batch.Len() > maxSegmentBytes-wal.FrameSize*16 {
+		return wal.Pos{}, fmt.Errorf("%w: a batch of %d bytes does not fit in a segment", ErrInvalid, s.batch.Len())
+	}
+	if size := s.wal.Size(); size >= s.opts.SegmentSize || size+s.batch.Len() > maxSegmentBytes {
+		if err := s.cut(); err != nil {
+			return wal.Pos{}, err
+		}
+	}
+	pos, err := s.wal.Write(&s.batch)
+	if err == nil {
+		err = s.wal.Sync()
+	}
+	if err != nil {
+		return wal.Pos{}, s.fail(err)
+	}
+	return pos, nil
+}
+
+// cut starts a new segment opening with the log's base and the hard
+// state. The caller holds wmu (or is Open).
+func (s *Storage) cut() error {
+	var opening wal.Batch
+	last := s.idx.last()
+	s.buf = (&raftpb.SnapshotMetadata{Index: last, Term: s.idx.term(last)}).MarshalAppend(s.buf[:0])
+	opening.Add(recBase, s.buf)
+	if !s.hs.IsEmpty() {
+		s.buf = s.hs.MarshalAppend(s.buf[:0])
+		opening.Add(recHardState, s.buf)
+	}
+	if err := s.wal.Cut(&opening); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// fail marks the Storage failed and returns the error to report.
+func (s *Storage) fail(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = err
+		s.opts.Logger.Error("storage: write failed; refusing further writes", "error", err.Error())
+	}
+	return fmt.Errorf("%w: %w", ErrFailed, err)
+}
+
+// SaveSnapshot durably stores snap and bases the log on it: if the log
+// holds snap's last entry (same index and term) it is kept, otherwise it
+// is replaced by the snapshot. Older snapshot files are then removed. A
+// snapshot older than the current one is refused with ErrSnapshotOutOfDate;
+// saving the current one again does nothing.
+func (s *Storage) SaveSnapshot(sn raftpb.Snapshot) error {
+	m := sn.Metadata
+	if m.Index == 0 {
+		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.mu.Lock()
+	cur, err := s.snap, s.usableLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if m.Index <= cur.Index {
+		if m.Index == cur.Index && m.Term == cur.Term {
+			return nil
+		}
+		return fmt.Errorf("%w: snapshot %s is not newer than %s", ErrSnapshotOutOfDate, snapName(m), snapName(cur))
+	}
+	// The file is written without wmu so that Saves are not held up by
+	// a large snapshot; until the view below changes, nothing uses it.
+	if err := s.snaps.Save(sn); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := s.baseOn(m); err != nil {
+		return err
+	}
+	if err := s.snaps.RemoveExcept(m.Index, m.Term); err != nil {
+		s.opts.Logger.Warn("storage: could not remove old snapshots", "error", err.Error())
+	}
+	return nil
+}
+
+// baseOn makes the durable snapshot m the current one.
+func (s *Storage) baseOn(m raftpb.SnapshotMetadata) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if !s.idx.has(m.Index, m.Term) {
+		return s.applyReset(m)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap = m
+	s.hs.Commit = max(s.hs.Commit, m.Index)
+	return nil
+}
+
+// applyReset records durably that the log is replaced by snapshot m, then
+// makes it so in memory. The caller holds wmu (or is Open).
+func (s *Storage) applyReset(m raftpb.SnapshotMetadata) error {
+	s.batch.Reset()
+	s.buf = (&raftpb.SnapshotMetadata{Index: m.Index, Term: m.Term}).MarshalAppend(s.buf[:0])
+	s.batch.Add(recReset, s.buf)
+	if _, err := s.write(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idx.reset(m.Index, m.Term)
+	s.cache.clear()
+	s.snap = m
+	s.hs.Commit = max(s.hs.Commit, m.Index)
+	return nil
+}
+
+// Compact forgets the entries covered by the snapshot up to index (at most
+// the snapshot's index), except the last Options.KeepEntries of them, and
+// deletes the WAL segments that hold nothing newer. Compacting what is
+// already compacted does nothing.
+func (s *Storage) Compact(index uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	if err := s.usableLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	c := min(index, s.snap.Index)
+	c -= min(c, s.opts.KeepEntries)
+	if c > s.idx.base {
+		s.idx.compact(c)
+		s.cache.compact(c)
+	}
+	seq, ok := s.idx.firstSeq()
+	s.mu.Unlock()
+	if !ok {
+		seq = s.wal.Seq()
+	}
+	if err := s.wal.RemoveBefore(seq); err != nil {
+		return fmt.Errorf("storage: compact to %d: %w", c, err)
+	}
+	return nil
+}
