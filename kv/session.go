@@ -25,7 +25,8 @@ const (
 
 // session is what the store remembers of one client: its highest applied
 // Seq, that request's result, and the log index that last touched it,
-// which orders eviction.
+// which orders eviction. A session is never modified once in the table
+// (updates insert a new one), so Checkpoint clones can share it.
 type session struct {
 	client uint64
 	seq    uint64
@@ -47,32 +48,35 @@ type sessionLimits struct {
 }
 
 // sessionTable remembers recent clients. It is deterministic: what it holds
-// depends only on the sequence of applied entries. Sessions are values in
-// copy-on-write btrees so that a Checkpoint can clone the table in O(1).
+// depends only on the sequence of applied entries. It uses copy-on-write
+// btrees so that a Checkpoint can clone it in O(1).
 type sessionTable struct {
 	limits   sessionLimits
-	byClient *btree.BTreeG[session]
+	byClient *btree.BTreeG[*session]
 	lru      *btree.BTreeG[lruKey]
 	bytes    int // sum of size() over byClient
+	// probe is the search key of lookups, kept here so they do not allocate.
+	probe session
 }
 
 func newSessionTable(limits sessionLimits) sessionTable {
 	return sessionTable{
 		limits:   limits,
-		byClient: btree.NewG(16, func(a, b session) bool { return a.client < b.client }),
+		byClient: btree.NewG(16, func(a, b *session) bool { return a.client < b.client }),
 		lru: btree.NewG(16, func(a, b lruKey) bool {
 			return cmp.Or(cmp.Compare(a.last, b.last), cmp.Compare(a.client, b.client)) < 0
 		}),
 	}
 }
 
-func (t *sessionTable) get(client uint64) (session, bool) {
-	return t.byClient.Get(session{client: client})
+func (t *sessionTable) get(client uint64) (*session, bool) {
+	t.probe.client = client
+	return t.byClient.Get(&t.probe)
 }
 
 // put inserts or replaces s, then evicts the least recently touched
 // sessions, never s itself, until the table is within its limits.
-func (t *sessionTable) put(s session) {
+func (t *sessionTable) put(s *session) {
 	if old, ok := t.byClient.ReplaceOrInsert(s); ok {
 		t.lru.Delete(lruKey{old.last, old.client})
 		t.bytes -= old.size()
@@ -81,7 +85,8 @@ func (t *sessionTable) put(s session) {
 	t.bytes += s.size()
 	for t.byClient.Len() > 1 && (t.byClient.Len() > t.limits.count || t.bytes > t.limits.bytes) {
 		k, _ := t.lru.DeleteMin()
-		old, _ := t.byClient.Delete(session{client: k.client})
+		t.probe.client = k.client
+		old, _ := t.byClient.Delete(&t.probe)
 		t.bytes -= old.size()
 	}
 }

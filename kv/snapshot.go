@@ -43,7 +43,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type Checkpoint struct {
 	index    uint64
 	tree     *btree.BTreeG[item]
-	sessions *btree.BTreeG[session]
+	sessions *btree.BTreeG[*session]
 }
 
 // Checkpoint freezes the current state. The runtime calls it on the apply
@@ -79,7 +79,7 @@ func (c *Checkpoint) WriteTo(w io.Writer) (int64, error) {
 		return e.err == nil
 	})
 	e.uvarint(uint64(c.sessions.Len()))
-	c.sessions.Ascend(func(s session) bool {
+	c.sessions.Ascend(func(s *session) bool {
 		e.uvarint(s.client)
 		e.uvarint(s.seq)
 		e.uvarint(s.last)
@@ -328,7 +328,7 @@ func (d *snapReader) sessions(limits sessionLimits, applied uint64) sessionTable
 	}
 	var prev uint64
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		s := session{client: d.uvarint(), seq: d.uvarint(), last: d.uvarint()}
+		s := &session{client: d.uvarint(), seq: d.uvarint(), last: d.uvarint()}
 		code, found := d.byte(), d.byte()
 		e, known := errorByCode(code)
 		s.result.Int = unzigzag(d.uvarint())

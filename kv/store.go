@@ -106,8 +106,9 @@ func (s *Store) Apply(index uint64, cmd []byte) Result {
 	if sess, ok := s.sessions.get(id.ClientID); ok {
 		switch {
 		case id.Seq == sess.seq:
-			sess.last = index
-			s.sessions.put(sess)
+			touched := *sess
+			touched.last = index
+			s.sessions.put(&touched)
 			return sess.result
 		case id.Seq < sess.seq:
 			return Result{Err: ErrRequestTooOld}
@@ -116,7 +117,7 @@ func (s *Store) Apply(index uint64, cmd []byte) Result {
 		return Result{Err: ErrSessionExpired}
 	}
 	r := s.writeLocked(&c)
-	s.sessions.put(session{client: id.ClientID, seq: id.Seq, last: index, result: r})
+	s.sessions.put(&session{client: id.ClientID, seq: id.Seq, last: index, result: r})
 	return r
 }
 
@@ -217,6 +218,11 @@ func (s *Store) writeLocked(c *Command) Result {
 	var r Result
 	switch c.Op {
 	case OpSet:
+		if !c.NX && !c.XX && !c.GetOld { // the common case, in one descent
+			s.putLocked(c.Key, c.Value)
+			r.Int = 1
+			break
+		}
 		old := s.getLocked(c.Key)
 		if (!c.NX || !old.Found) && (!c.XX || old.Found) {
 			s.putLocked(c.Key, c.Value)
