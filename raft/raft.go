@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/raftkv/raftkv/raft/quorum"
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -230,6 +231,12 @@ func (c *Core) validate(m raftpb.Message) error {
 	if !termless(m.Type) && m.Term == 0 {
 		return fmt.Errorf("%w: %v has no term", ErrInvalidMessage, m)
 	}
+	// No log or term gets this far; rejecting it here keeps every later
+	// +1 from wrapping around.
+	if m.Term == math.MaxUint64 || m.Index == math.MaxUint64 || m.Commit == math.MaxUint64 ||
+		(m.Snapshot != nil && m.Snapshot.Metadata.Index == math.MaxUint64) {
+		return fmt.Errorf("%w: %v has an impossible term or index", ErrInvalidMessage, m)
+	}
 	switch m.Type {
 	case raftpb.MsgApp:
 		prevTerm := m.LogTerm
@@ -249,7 +256,7 @@ func (c *Core) validate(m raftpb.Message) error {
 		}
 	case raftpb.MsgSnap:
 		s := m.Snapshot
-		if s == nil || s.Metadata.Index == 0 || s.Metadata.Term == 0 || s.Metadata.Term > m.Term || len(s.Metadata.ConfState.Voters) == 0 {
+		if s == nil || s.Metadata.Index == 0 || s.Metadata.Term == 0 || s.Metadata.Term > m.Term {
 			return fmt.Errorf("%w: %v carries no usable snapshot", ErrInvalidMessage, m)
 		}
 	case raftpb.MsgProp:
@@ -437,7 +444,7 @@ func (c *Core) becomeLeader() {
 // hup starts an election: a pre-election first when PreVote is on, unless
 // the leader asked us to take over.
 func (c *Core) hup(transfer bool) {
-	if c.role == Leader {
+	if c.role == Leader || c.term == math.MaxUint64 {
 		return
 	}
 	if c.cfg.PreVote && !transfer {
@@ -629,7 +636,11 @@ func (c *Core) handleSnapshot(m raftpb.Message) {
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.lastIndex()})
 	default:
 		c.log.restore(s)
-		c.trk = newTracker(s.Metadata.ConfState.Voters, s.Metadata.ConfState.Learners)
+		// An empty ConfState means the membership did not change (the
+		// cluster was bootstrapped from Config.Voters).
+		if cs := s.Metadata.ConfState; len(cs.Voters) > 0 {
+			c.trk = newTracker(cs.Voters, cs.Learners)
+		}
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.lastIndex()})
 	}
 }
@@ -934,7 +945,9 @@ func (c *Core) handleTransfer(to uint64) {
 		c.send(raftpb.Message{To: to, Type: raftpb.MsgTimeoutNow})
 		return
 	}
-	c.sendAppend(to, pr, false)
+	// Even an empty append helps: if earlier ones were lost, the
+	// transferee's rejection restarts replication to it now.
+	c.sendAppend(to, pr, true)
 }
 
 // ---- Ready ----

@@ -91,7 +91,7 @@ func TestMajorityMatchesNaive(t *testing.T) {
 		}
 		return true
 	}
-	if err := quick.Check(f, &quick.Config{MaxCount: 5000}); err != nil {
+	if err := quick.Check(f, &quick.Config{MaxCount: 2000}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -122,7 +122,7 @@ func TestJointIsBothHalves(t *testing.T) {
 		same := JointConfig{Incoming: NewMajorityConfig(in...), Outgoing: NewMajorityConfig(in...)}
 		return same.CommittedIndex(acked) == NewMajorityConfig(in...).CommittedIndex(acked)
 	}
-	if err := quick.Check(f, &quick.Config{MaxCount: 5000}); err != nil {
+	if err := quick.Check(f, &quick.Config{MaxCount: 2000}); err != nil {
 		t.Fatal(err)
 	}
 }
