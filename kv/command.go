@@ -405,7 +405,11 @@ func appendBytes(b, p []byte) []byte {
 
 func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
+// zigzag maps signed to unsigned integers as binary.AppendVarint does, so
+// that small magnitudes of either sign encode short.
 func zigzag(x int64) uint64 { return uint64(x<<1) ^ uint64(x>>63) }
+
+func unzigzag(x uint64) int64 { return int64(x>>1) ^ -int64(x&1) }
 
 // decoder reads a command from a byte slice, remembering the first error.
 type decoder struct {
@@ -458,18 +462,8 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.buf[d.off:])
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.off += n
-	return v
-}
+// varint reads a zig-zag varint, as binary.AppendVarint writes it.
+func (d *decoder) varint() int64 { return unzigzag(d.uvarint()) }
 
 // bytes returns a length-prefixed byte string aliasing the input (nil when
 // empty), capped so that appending to it cannot write into the input.

@@ -359,5 +359,3 @@ func (d *snapReader) sessions(limits sessionLimits, applied uint64) sessionTable
 	}
 	return t
 }
-
-func unzigzag(x uint64) int64 { return int64(x>>1) ^ -int64(x&1) }

@@ -235,8 +235,9 @@ func TestConcurrentUse(t *testing.T) {
 			}
 		}
 	}()
-	for range 2 {
-		wg.Add(2)
+	// loop runs step on a goroutine until the applier is done.
+	loop := func(step func() error) {
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
@@ -245,39 +246,38 @@ func TestConcurrentUse(t *testing.T) {
 					return
 				default:
 				}
-				applied := s.AppliedIndex()
-				if c := s.Read(&Command{Op: OpCount}).Int; c < int64(applied) {
-					t.Errorf("count %d below applied index %d read before", c, applied)
-					return
-				}
-				s.Read(&Command{Op: OpScan, Limit: 50})
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				var buf bytes.Buffer
-				cp := s.Checkpoint()
-				if _, err := cp.WriteTo(&buf); err != nil {
-					t.Errorf("WriteTo: %v", err)
-					return
-				}
-				r := New()
-				if err := r.Restore(&buf); err != nil {
-					t.Errorf("Restore: %v", err)
-					return
-				}
-				if c := r.Read(&Command{Op: OpCount}).Int; c != int64(cp.Index()) || r.AppliedIndex() != cp.Index() {
-					t.Errorf("snapshot at %d holds %d keys, applied %d", cp.Index(), c, r.AppliedIndex())
+				if err := step(); err != nil {
+					t.Error(err)
 					return
 				}
 			}
 		}()
+	}
+	read := func() error {
+		applied := s.AppliedIndex()
+		if c := s.Read(&Command{Op: OpCount}).Int; c < int64(applied) {
+			return fmt.Errorf("count %d below applied index %d read before", c, applied)
+		}
+		s.Read(&Command{Op: OpScan, Limit: 50})
+		return nil
+	}
+	snapshot := func() error {
+		var buf bytes.Buffer
+		cp := s.Checkpoint()
+		if _, err := cp.WriteTo(&buf); err != nil {
+			return err
+		}
+		r := New()
+		if err := r.Restore(&buf); err != nil {
+			return err
+		}
+		if c := r.Read(&Command{Op: OpCount}).Int; c != int64(cp.Index()) || r.AppliedIndex() != cp.Index() {
+			return fmt.Errorf("snapshot at %d holds %d keys, applied %d", cp.Index(), c, r.AppliedIndex())
+		}
+		return nil
+	}
+	for _, step := range []func() error{read, read, snapshot, snapshot} {
+		loop(step)
 	}
 	wg.Wait()
 }
