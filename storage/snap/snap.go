@@ -189,7 +189,7 @@ func Decode(r io.ReaderAt, size int64, keepData bool) (raftpb.Snapshot, error) {
 // damaged makes a truncated record a corruption too: a snapshot file is
 // never legitimately cut short (it is renamed into place only when whole).
 func damaged(err error) error {
-	if err == io.ErrUnexpectedEOF {
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return fmt.Errorf("%w: record cut short", wal.ErrCorrupt)
 	}
 	return err
