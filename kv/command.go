@@ -108,7 +108,7 @@ func (o Op) ReadOnly() bool {
 //
 // A retry of the last applied Seq gets the original result again; an older
 // Seq gets ErrRequestTooOld; a Seq above 1 from a session the store has
-// forgotten gets ErrSessionExpired (see Store for the bound).
+// forgotten gets ErrSessionExpired (see MaxSessions for the bound).
 type RequestID struct {
 	ClientID uint64
 	Seq      uint64

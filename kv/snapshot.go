@@ -166,7 +166,7 @@ func (e *snapWriter) result(r *Result) {
 // installs snapshots newer than what was applied.
 func (s *Store) Restore(r io.Reader) error {
 	d := snapReader{r: bufio.NewReaderSize(r, snapshotChunk)}
-	tree, applied, sessions := d.snapshot(s.sessions.limits)
+	tree, applied, sessions := d.snapshot(s.limits)
 	if d.err != nil {
 		return fmt.Errorf("kv: restore snapshot: %w", d.err)
 	}

@@ -38,6 +38,8 @@ func newTree() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
 // concurrently with it from server goroutines. Snapshot holds the lock only
 // for an O(1) copy-on-write clone, then streams without blocking Apply.
 type Store struct {
+	limits sessionLimits // fixed at construction
+
 	// mu guards the fields below: Apply, Restore and Checkpoint take it
 	// exclusively (Checkpoint's clone marks the trees shared), reads share it.
 	mu       sync.RWMutex
@@ -50,7 +52,7 @@ type Store struct {
 func New() *Store { return newStore(sessionLimits{count: MaxSessions, bytes: MaxSessionBytes}) }
 
 func newStore(limits sessionLimits) *Store {
-	return &Store{tree: newTree(), sessions: newSessionTable(limits)}
+	return &Store{limits: limits, tree: newTree(), sessions: newSessionTable(limits)}
 }
 
 // AppliedIndex returns the index of the last log entry applied (or
@@ -85,24 +87,21 @@ func (s *Store) Apply(index uint64, cmd []byte) Result {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case index <= s.applied:
+	if index <= s.applied {
 		return Result{Err: ErrStaleIndex}
-	case len(cmd) == 0:
-		s.applied = index
-		return Result{}
-	case err != nil:
-		s.applied = index
-		return Result{Err: asError(err)}
 	}
 	s.applied = index
-	if c.Op.ReadOnly() {
+	switch {
+	case len(cmd) == 0:
+		return Result{}
+	case err != nil:
+		return Result{Err: asError(err)}
+	case c.Op.ReadOnly():
 		return s.readLocked(&c)
-	}
-	id := c.ID
-	if id.ClientID == 0 {
+	case c.ID.ClientID == 0:
 		return s.writeLocked(&c)
 	}
+	id := c.ID
 	if sess, ok := s.sessions.get(id.ClientID); ok {
 		switch {
 		case id.Seq == sess.seq:
