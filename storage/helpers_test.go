@@ -1,0 +1,62 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"testing"
+
+	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/storage/internal/vfs"
+)
+
+const testDir = "/data"
+
+// memOpts returns options for a small Storage on a simulated disk, with
+// segments and cache small enough that tests roll segments and read from
+// disk. Warnings go to logs when it is not nil.
+func memOpts(m *vfs.Mem, logs *bytes.Buffer) Options {
+	o := Options{NodeID: 1, ClusterID: 100, SegmentSize: 512, CacheBytes: 200, fs: m}
+	if logs != nil {
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	}
+	return o
+}
+
+func mustOpen(t testing.TB, opts Options) *Storage {
+	t.Helper()
+	s, err := Open(testDir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// ents returns entries lo..hi of term, with recognizable data.
+func ents(lo, hi, term uint64) []raftpb.Entry {
+	var out []raftpb.Entry
+	for i := lo; i <= hi; i++ {
+		out = append(out, raftpb.Entry{Index: i, Term: term, Data: fmt.Appendf(nil, "entry %04d of term %d", i, term)})
+	}
+	return out
+}
+
+func mustSave(t testing.TB, s *Storage, hs raftpb.HardState, es []raftpb.Entry) {
+	t.Helper()
+	if err := s.Save(hs, es); err != nil {
+		t.Fatalf("Save(%+v, %d entries): %v", hs, len(es), err)
+	}
+}
+
+// waitABit yields to other goroutines while a test polls for a condition.
+func waitABit() { runtime.Gosched() }
+
+// saveEach saves es one entry at a time, so that segments roll.
+func saveEach(t testing.TB, s *Storage, hs raftpb.HardState, es []raftpb.Entry) {
+	t.Helper()
+	for i := range es {
+		mustSave(t, s, hs, es[i:i+1])
+	}
+}
