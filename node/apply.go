@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -96,15 +97,15 @@ func (n *Node) applyCommand(e *raftpb.Entry) {
 }
 
 // maybeSnapshot takes a snapshot once SnapshotEntries entries were applied
-// since the last one and hands it to the loop to store. A failure is logged
-// and retried after the next SnapshotEntries: the log keeps growing, but
-// nothing is lost.
+// since the last one, stores it and compacts the log below it. This runs
+// here rather than on the loop so that writing a large snapshot does not
+// hold up the log. A failure is logged and retried after the next
+// SnapshotEntries: the log keeps growing, but nothing is lost.
 func (n *Node) maybeSnapshot(a *applier) {
 	if a.applied-a.snapIndex < n.cfg.SnapshotEntries {
 		return
 	}
-	snapIndex := a.applied
-	defer func() { a.snapIndex = snapIndex }()
+	a.snapIndex = a.applied
 	var buf bytes.Buffer
 	if err := n.cfg.StateMachine.Snapshot(&buf); err != nil {
 		n.log.Error("snapshot the state machine", "index", a.applied, "err", err)
@@ -114,10 +115,15 @@ func (n *Node) maybeSnapshot(a *applier) {
 		Metadata: raftpb.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.conf},
 		Data:     buf.Bytes(),
 	}
-	select {
-	case n.snapc <- snap:
-	case <-n.loopDone:
-		// Stopping: the snapshot would only save replay time at the next
-		// start, and the log it replaces is still there.
+	if err := n.store.SaveSnapshot(snap); err != nil {
+		if !errors.Is(err, errSnapshotOld) {
+			n.log.Error("save snapshot", "index", a.applied, "err", err)
+		}
+		return // else a snapshot from the leader overtook this one
 	}
+	if err := n.store.Compact(a.applied); err != nil {
+		n.log.Error("compact the log", "index", a.applied, "err", err)
+		return
+	}
+	n.log.Debug("snapshot saved", "index", a.applied, "bytes", len(snap.Data))
 }

@@ -37,11 +37,7 @@ type Node struct {
 	// applyc carries persisted committed work to the apply goroutine. Its
 	// buffer lets the loop persist a few batches ahead of the state
 	// machine; its bound stops the loop when the state machine lags far.
-	applyc chan applyBatch
-	// snapc carries snapshots the apply goroutine took to the loop, which
-	// alone writes to storage.
-	snapc chan raftpb.Snapshot
-
+	applyc  chan applyBatch
 	pending *pending
 
 	status        atomic.Pointer[Status] // published by the loop after every step
@@ -86,21 +82,25 @@ type event struct {
 
 // Queue sizes; see the fields they size.
 const (
-	inboxSize  = 4096
+	inboxSize  = 1024
 	applyDepth = 16
 )
 
 // logStore is the durable log the node writes and the core reads;
-// storage.Storage implements it. Only the loop goroutine calls it.
+// storage.Storage implements it. It must be safe for concurrent use: the
+// loop saves entries while the apply goroutine saves snapshots and the core
+// reads.
 type logStore interface {
 	raft.Storage
 	// Save appends ents (replacing any entries from ents[0].Index on) and
 	// records hs, durably, before it returns.
 	Save(hs raftpb.HardState, ents []raftpb.Entry) error
-	// SaveSnapshot durably records snap and drops the entries it covers
-	// when they conflict with it.
+	// SaveSnapshot durably records snap, keeping the log if it holds the
+	// snapshot's last entry and replacing it otherwise. A snapshot older
+	// than the stored one fails with an error wrapping errSnapshotOld.
 	SaveSnapshot(snap raftpb.Snapshot) error
-	// Compact drops the entries up to index, which a snapshot covers.
+	// Compact drops entries a saved snapshot covers, up to index, except
+	// the ones the store keeps for lagging followers.
 	Compact(index uint64) error
 	Close() error
 }
@@ -121,7 +121,6 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 		store:     store,
 		inbox:     make(chan event, inboxSize),
 		applyc:    make(chan applyBatch, applyDepth),
-		snapc:     make(chan raftpb.Snapshot),
 		pending:   newPending(binary.LittleEndian.Uint64(seed[16:])),
 		stopc:     make(chan struct{}),
 		abortc:    make(chan struct{}),
@@ -243,11 +242,6 @@ func (n *Node) run() {
 		case ev := <-n.inbox:
 			n.step(ev)
 			n.stepQueued()
-		case snap := <-n.snapc:
-			if err := n.saveSnapshot(snap); err != nil {
-				n.fail(err)
-				return
-			}
 		case <-n.stopc:
 			return
 		}
@@ -328,45 +322,15 @@ func (n *Node) handleReady() error {
 	return nil
 }
 
-// handToApply queues b for the apply goroutine, saving snapshots the apply
-// goroutine sends meanwhile (it may be waiting to hand one over, and would
-// otherwise never take b). It reports false if the node is stopping.
+// handToApply queues b for the apply goroutine. It reports false if the
+// node is stopping.
 func (n *Node) handToApply(b applyBatch) bool {
-	for {
-		select {
-		case n.applyc <- b:
-			return true
-		case snap := <-n.snapc:
-			if err := n.saveSnapshot(snap); err != nil {
-				n.fail(err)
-				return false
-			}
-		case <-n.stopc:
-			return false
-		}
+	select {
+	case n.applyc <- b:
+		return true
+	case <-n.stopc:
+		return false
 	}
-}
-
-// saveSnapshot stores a snapshot the apply goroutine took and compacts the
-// log below it, keeping CatchUpEntries for slightly lagging followers.
-func (n *Node) saveSnapshot(snap raftpb.Snapshot) error {
-	cur, err := n.store.Snapshot()
-	if err != nil {
-		return fmt.Errorf("read current snapshot: %w", err)
-	}
-	if snap.Metadata.Index <= cur.Metadata.Index {
-		return nil // a snapshot from the leader overtook it
-	}
-	if err := n.store.SaveSnapshot(snap); err != nil {
-		return fmt.Errorf("save snapshot at %d: %w", snap.Metadata.Index, err)
-	}
-	if keep := uint64(n.cfg.CatchUpEntries); snap.Metadata.Index > keep {
-		if err := n.store.Compact(snap.Metadata.Index - keep); err != nil {
-			return fmt.Errorf("compact log to %d: %w", snap.Metadata.Index-keep, err)
-		}
-	}
-	n.log.Debug("snapshot saved", "index", snap.Metadata.Index, "bytes", len(snap.Data))
-	return nil
 }
 
 // publishStatus makes the core's state visible to Status and wakes the

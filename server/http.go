@@ -13,17 +13,18 @@ import (
 	"github.com/raftkv/raftkv/node"
 )
 
-// Node is what the HTTP handler needs from a running node.
-type Node interface {
+// StatusSource is what the operational endpoints need from a node;
+// *node.Node implements it.
+type StatusSource interface {
 	Status() node.Status
 	// Done is closed once the node stops serving.
 	Done() <-chan struct{}
 }
 
-var _ Node = (*node.Node)(nil)
+var _ StatusSource = (*node.Node)(nil)
 
-// NewHTTPHandler returns the HTTP API of n.
-func NewHTTPHandler(n Node) http.Handler {
+// NewHTTPHandler returns the operational HTTP endpoints of n.
+func NewHTTPHandler(n StatusSource) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, statusJSON(n.Status()))
