@@ -222,7 +222,10 @@ func (c *Core) validate(m raftpb.Message) error {
 	if m.Type.IsLocal() && m.Term != 0 {
 		return fmt.Errorf("%w: %v", ErrStepLocalMsg, m)
 	}
-	if m.From == raftpb.None || m.From == c.id {
+	// Forwarded requests keep their original sender, which may be this
+	// node: it forwarded to a node that was no longer leader, which
+	// forwarded it back to us, the leader now.
+	if m.From == raftpb.None || (m.From == c.id && !termless(m.Type)) {
 		return fmt.Errorf("%w: bad sender in %v", ErrInvalidMessage, m)
 	}
 	if m.To != c.id && !(m.To == raftpb.None && m.Type.IsLocal()) {

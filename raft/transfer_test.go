@@ -77,3 +77,21 @@ func TestTransferIgnoresSelfAndStrangers(t *testing.T) {
 		}
 	}
 }
+
+func TestProposalForwardedBackToItsOrigin(t *testing.T) {
+	// Node 1 forwarded a proposal to node 2, which had lost leadership to
+	// node 1 meanwhile and forwards it back: node 1 must accept its own
+	// request (found by the simulator).
+	c, st := leaderOf3(t)
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgProp, From: 1, To: 1, Entries: []raftpb.Entry{{Data: []byte("x")}}})
+	if rd := persist(t, c, st); len(rd.Entries) != 1 || string(rd.Entries[0].Data) != "x" {
+		t.Fatalf("got entries %v, want x appended", rd.Entries)
+	}
+	// Likewise a read index request: the answer is local.
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgReadIndex, From: 1, To: 1, Context: []byte("r")})
+	hbs := ofType(persist(t, c, st).Messages, raftpb.MsgHeartbeat)
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgHeartbeatResp, From: 2, To: 1, Term: 1, Context: hbs[0].Context})
+	if rd := persist(t, c, st); len(rd.ReadStates) != 1 || string(rd.ReadStates[0].Context) != "r" {
+		t.Fatalf("got %v, want read r answered locally", rd.ReadStates)
+	}
+}
