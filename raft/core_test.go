@@ -2,6 +2,8 @@ package raft
 
 import (
 	"errors"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -11,14 +13,21 @@ import (
 
 func newTestCore(t testing.TB, id uint64, voters []uint64, opts ...configOpt) (*Core, *MemoryStorage) {
 	t.Helper()
-	st := NewMemoryStorage()
-	cfg := testConfig(id, voters, st)
-	for _, o := range opts {
-		o(&cfg)
+	return coreWithLog(t, id, voters, 0, nil, opts...)
+}
+
+// newElected returns node 1 just elected leader of {1,2,3} in term 1: its
+// empty entry is durable but nobody acknowledged it yet.
+func newElected(t testing.TB, opts ...configOpt) (*Core, *MemoryStorage) {
+	t.Helper()
+	c, st := newTestCore(t, 1, []uint64{1, 2, 3}, opts...)
+	_ = c.Campaign()
+	for _, id := range []uint64{2, 3} {
+		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: id, To: 1, Term: 1})
 	}
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
+	persist(t, c, st)
+	if c.Status().Role != Leader {
+		t.Fatal("setup: node 1 not elected")
 	}
 	return c, st
 }
@@ -222,5 +231,66 @@ func TestCampaignOnNonVoter(t *testing.T) {
 	}
 	if s := c.Status(); s.Role != Follower || s.Term != 0 {
 		t.Fatalf("learner is %v in term %d after ticking, want follower in term 0", s.Role, s.Term)
+	}
+}
+
+func TestStaleMessagesAreIgnored(t *testing.T) {
+	// Node 1 is a candidate in term 3 (it had seen term 2).
+	for _, m := range []raftpb.Message{
+		{Type: raftpb.MsgVoteResp, From: 2, To: 1, Term: 2},                   // a grant from an older election
+		{Type: raftpb.MsgAppResp, From: 2, To: 1, Term: 2, Index: 1},          // from when someone else led
+		{Type: raftpb.MsgHeartbeatResp, From: 2, To: 1, Term: 1},              // older still
+		{Type: raftpb.MsgVote, From: 3, To: 1, Term: 2, Index: 9, LogTerm: 2}, // an old candidate
+	} {
+		c, st := newTestCore(t, 1, []uint64{1, 2, 3})
+		mustStep(t, c, raftpb.Message{Type: raftpb.MsgHeartbeat, From: 2, To: 1, Term: 2})
+		_ = c.Campaign()
+		persist(t, c, st)
+		before := c.Status()
+		mustStep(t, c, m)
+		if after := c.Status(); !reflect.DeepEqual(after, before) {
+			t.Errorf("%v changed %+v into %+v", m, before, after)
+		}
+		if c.HasReady() {
+			t.Errorf("%v produced %+v", m, c.Ready())
+		}
+	}
+}
+
+func TestDuplicateVotesCountOnce(t *testing.T) {
+	c, _ := newTestCore(t, 1, []uint64{1, 2, 3, 4, 5})
+	_ = c.Campaign()
+	for range 3 {
+		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: 2, To: 1, Term: 1})
+	}
+	if c.Status().Role != Candidate {
+		t.Fatal("three copies of one vote won an election of five")
+	}
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: 3, To: 1, Term: 1})
+	if c.Status().Role != Leader {
+		t.Fatal("three distinct votes of five did not win")
+	}
+}
+
+func TestCommittedEntriesRespectSizeLimit(t *testing.T) {
+	c, st := newTestCore(t, 1, []uint64{1}, func(cfg *Config) { cfg.MaxCommittedSizePerReady = 2 * (24 + 10) })
+	_ = c.Campaign()
+	for range 5 {
+		_ = c.Propose(make([]byte, 10))
+	}
+	persist(t, c, st) // durable, then committed at Advance
+	var sizes []int
+	for c.HasReady() {
+		if n := len(persist(t, c, st).CommittedEntries); n > 0 {
+			sizes = append(sizes, n)
+		}
+	}
+	// The empty entry (24 bytes) and one proposal (34) fit in 68; then
+	// two proposals per Ready.
+	if want := []int{2, 2, 2}; !slices.Equal(sizes, want) {
+		t.Fatalf("committed entries per Ready %v, want %v", sizes, want)
+	}
+	if s := c.Status(); s.Applied != 6 {
+		t.Fatalf("applied %d, want 6", s.Applied)
 	}
 }

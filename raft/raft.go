@@ -38,15 +38,14 @@ type stepFunc func(c *Core, m raftpb.Message) error
 // Core is one Raft node's protocol state machine. It is not safe for
 // concurrent use: the runtime owns it and calls it from one goroutine.
 type Core struct {
-	id    uint64
-	term  uint64
-	vote  uint64
-	role  Role
-	lead  uint64
-	log   *raftLog
-	trk   tracker
-	knobs TestingKnobs
-	cfg   Config
+	id   uint64
+	term uint64
+	vote uint64
+	role Role
+	lead uint64
+	log  *raftLog
+	trk  tracker
+	cfg  Config
 
 	// leadTransferee is the peer leadership is being handed to, or None.
 	leadTransferee uint64
@@ -70,12 +69,10 @@ type Core struct {
 	msgs             []raftpb.Message
 	msgsAfterPersist []raftpb.Message
 
-	// Leader only: appends owed to followers, sent together at the next
-	// Ready so that proposals between two Readys share one MsgApp.
-	bcastPending bool
-	// Leader only: the commit index moved; followers need to hear it
-	// even if there are no entries to send.
-	bcastCommit bool
+	// Leader only: new entries or a new commit index are owed to the
+	// followers. They go out together at the next Ready, so that the
+	// proposals made between two Readys share one MsgApp.
+	appendsOwed bool
 
 	prevSoft SoftState
 	prevHard raftpb.HardState
@@ -118,11 +115,10 @@ func New(cfg Config) (*Core, error) {
 	}
 
 	c := &Core{
-		id:    cfg.ID,
-		log:   log,
-		trk:   newTracker(voters, learners),
-		knobs: cfg.Knobs,
-		cfg:   cfg,
+		id:  cfg.ID,
+		log: log,
+		trk: newTracker(voters, learners),
+		cfg: cfg,
 	}
 	c.readOnly.reset()
 	c.becomeFollower(hs.Term, raftpb.None)
@@ -324,7 +320,7 @@ func (c *Core) handleVoteRequest(m raftpb.Message) {
 	canVote := c.vote == m.From ||
 		(c.vote == raftpb.None && c.lead == raftpb.None) ||
 		(m.Type == raftpb.MsgPreVote && m.Term > c.term)
-	upToDate := c.knobs.SkipUpToDateCheck || c.log.isUpToDate(m.Index, m.LogTerm)
+	upToDate := c.cfg.Knobs.SkipUpToDateCheck || c.log.isUpToDate(m.Index, m.LogTerm)
 	respType := raftpb.MsgVoteResp
 	if m.Type == raftpb.MsgPreVote {
 		respType = raftpb.MsgPreVoteResp
@@ -390,7 +386,7 @@ func (c *Core) reset(term uint64) {
 	clear(c.trk.progress)
 	c.readOnly.reset()
 	c.pendingReads = nil
-	c.bcastPending, c.bcastCommit = false, false
+	c.appendsOwed = false
 }
 
 // resetElectionTimeout draws a new timeout so that nodes that timed out
@@ -600,7 +596,7 @@ func (c *Core) handleAppend(m raftpb.Message) error {
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.committed})
 		return nil
 	}
-	last, ok, err := c.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries, c.knobs.SkipConflictTruncation)
+	last, ok, err := c.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries, c.cfg.Knobs.SkipConflictTruncation)
 	if err != nil {
 		return err
 	}
@@ -635,8 +631,10 @@ func (c *Core) handleSnapshot(m raftpb.Message) {
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.committed})
 	case c.log.matchTerm(idx, term):
 		// We hold the snapshot's last entry: keep our log, just commit.
+		// Acknowledge no further: entries after it may not be the
+		// leader's.
 		c.log.commitTo(idx)
-		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.lastIndex()})
+		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.committed})
 	default:
 		c.log.restore(s)
 		// An empty ConfState means the membership did not change (the
@@ -657,7 +655,7 @@ func (c *Core) appendEntries(ents []raftpb.Entry) {
 		ents[i].Index = last + 1 + uint64(i)
 	}
 	c.log.append(ents)
-	c.bcastPending = true
+	c.appendsOwed = true
 }
 
 func stepLeader(c *Core, m raftpb.Message) error {
@@ -752,7 +750,9 @@ func (c *Core) handleAppReject(m raftpb.Message, pr *progress) {
 }
 
 func (c *Core) handleAppAck(m raftpb.Message, pr *progress) {
-	if !pr.maybeUpdate(m.Index) {
+	// A probe answered at the match we already knew still proves the
+	// logs match there: start streaming.
+	if !pr.maybeUpdate(m.Index) && !(pr.state == StateProbe && m.Index == pr.match) {
 		return
 	}
 	switch pr.state {
@@ -767,7 +767,7 @@ func (c *Core) handleAppAck(m raftpb.Message, pr *progress) {
 		pr.inflights.freeLE(m.Index)
 	}
 	if c.maybeCommit() {
-		c.bcastCommit = true
+		c.appendsOwed = true
 	}
 	// Keep streaming into the window this acknowledgement freed, or after
 	// the probe that found the match.
@@ -785,7 +785,7 @@ func (c *Core) maybeCommit() bool {
 	if mci <= c.log.committed || mci > c.log.lastIndex() {
 		return false
 	}
-	if !c.knobs.CommitOldTermByCounting && c.log.termOrZero(mci) != c.term {
+	if !c.cfg.Knobs.CommitOldTermByCounting && c.log.termOrZero(mci) != c.term {
 		return false
 	}
 	firstOfTerm := !c.committedInTerm()
@@ -867,7 +867,7 @@ func (c *Core) sendAppends(to uint64, pr *progress) {
 // flush sends the appends owed since the last Ready, one message per
 // follower for all proposals made in between.
 func (c *Core) flush() {
-	if c.role != Leader || (!c.bcastPending && !c.bcastCommit) {
+	if c.role != Leader || !c.appendsOwed {
 		return
 	}
 	for _, id := range c.trk.ids {
@@ -876,7 +876,7 @@ func (c *Core) flush() {
 		}
 		c.sendAppends(id, c.trk.progress[id])
 	}
-	c.bcastPending, c.bcastCommit = false, false
+	c.appendsOwed = false
 }
 
 // expireSnapshots gives up on snapshots pending for over one full election
@@ -963,7 +963,7 @@ func (c *Core) HasReady() bool {
 	if c.log.nextUnstableSnapshot() != nil || c.log.hasNextUnstableEnts() || c.log.hasNextCommittedEnts() {
 		return true
 	}
-	return len(c.msgs) > 0 || len(c.msgsAfterPersist) > 0 || len(c.readStates) > 0 || (c.role == Leader && (c.bcastPending || c.bcastCommit))
+	return len(c.msgs) > 0 || len(c.msgsAfterPersist) > 0 || len(c.readStates) > 0 || (c.role == Leader && c.appendsOwed)
 }
 
 // Ready returns the work accumulated since the previous Ready. The runtime
@@ -1022,7 +1022,7 @@ func (c *Core) Advance(rd Ready) {
 		if c.role == Leader && c.log.matchTerm(e.Index, e.Term) {
 			// Our own copy now counts toward the quorum.
 			if self, ok := c.trk.progress[c.id]; ok && self.maybeUpdate(e.Index) && c.maybeCommit() {
-				c.bcastCommit = true
+				c.appendsOwed = true
 			}
 		}
 	}

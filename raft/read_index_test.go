@@ -81,12 +81,7 @@ func TestReadIndexIgnoresBogusAcks(t *testing.T) {
 }
 
 func TestReadIndexWaitsForCommitInTerm(t *testing.T) {
-	c, st := newTestCore(t, 1, []uint64{1, 2, 3})
-	_ = c.Campaign()
-	for _, id := range []uint64{2, 3} {
-		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: id, To: 1, Term: 1})
-	}
-	persist(t, c, st)
+	c, st := newElected(t)
 	c.ReadIndex([]byte("early"))
 	if hbs := ofType(sent(t, c, st), raftpb.MsgHeartbeat); len(hbs) != 0 {
 		t.Fatalf("new leader started a read round before committing in its term: %v", hbs)

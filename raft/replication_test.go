@@ -118,12 +118,7 @@ func TestInvalidAppendIsRejectedWithoutChange(t *testing.T) {
 // 2 and 3 in StateReplicate.
 func leaderOf3(t *testing.T, opts ...configOpt) (*Core, *MemoryStorage) {
 	t.Helper()
-	c, st := newTestCore(t, 1, []uint64{1, 2, 3}, opts...)
-	_ = c.Campaign()
-	for _, id := range []uint64{2, 3} {
-		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: id, To: 1, Term: 1})
-	}
-	persist(t, c, st)
+	c, st := newElected(t, opts...)
 	for _, id := range []uint64{2, 3} {
 		mustStep(t, c, raftpb.Message{Type: raftpb.MsgAppResp, From: id, To: 1, Term: 1, Index: 1})
 	}
@@ -240,12 +235,7 @@ func TestFlowControl(t *testing.T) {
 }
 
 func TestProbeSendsOneAppendAtATime(t *testing.T) {
-	c, st := newTestCore(t, 1, []uint64{1, 2, 3})
-	_ = c.Campaign()
-	for _, id := range []uint64{2, 3} {
-		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: id, To: 1, Term: 1})
-	}
-	persist(t, c, st)
+	c, st := newElected(t)
 	for range 5 {
 		_ = c.Propose([]byte("x"))
 		if apps := ofType(sent(t, c, st), raftpb.MsgApp); len(apps) != 0 {

@@ -172,15 +172,7 @@ func TestCheckQuorumFollowerIgnoresVotesWhileLeaderIsLive(t *testing.T) {
 }
 
 func TestCheckQuorumLeaderStepsDown(t *testing.T) {
-	c, st := newTestCore(t, 1, []uint64{1, 2, 3}, withCheckQuorum)
-	_ = c.Campaign()
-	for _, id := range []uint64{2, 3} {
-		mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: id, To: 1, Term: 1})
-	}
-	if c.Status().Role != Leader {
-		t.Fatal("not leader")
-	}
-	persist(t, c, st)
+	c, st := newElected(t, withCheckQuorum)
 	// Node 2 answers every heartbeat; node 3 is silent. 2 + self is a quorum.
 	for range 50 {
 		c.Tick()
