@@ -1,17 +1,58 @@
-// Package server is raftkv's client-facing side. So far it serves the
-// operational HTTP endpoints: GET /v1/status (the node's raft state as JSON)
-// and GET /healthz. The key-value API builds on the same handler.
 package server
 
 import (
 	"cmp"
+	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raftkv/raftkv/node"
 )
+
+// newHTTPHandler returns the whole HTTP API: the key-value endpoints under
+// /v1/kv/ and the operational ones.
+func (s *Server) newHTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	handleOps(mux, s.node)
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{
+		ErrorLog:      slogPrintln{s},
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      s.cfg.Registry,
+	}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(dashboardHTML)
+	})
+	return &httpAPI{s: s, mux: mux}
+}
+
+// httpAPI routes /v1/kv/ itself, from the escaped path: ServeMux would
+// clean the path first and redirect keys such as "a//b" or "x/../y".
+type httpAPI struct {
+	s   *Server
+	mux *http.ServeMux
+}
+
+func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.EscapedPath()
+	if rest, ok := strings.CutPrefix(path, "/v1/kv/"); ok {
+		h.s.serveKV(w, r, rest)
+		return
+	}
+	if path == "/v1/kv" {
+		h.s.serveKV(w, r, "")
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 // StatusSource is what the operational endpoints need from a node;
 // *node.Node implements it.
@@ -23,9 +64,17 @@ type StatusSource interface {
 
 var _ StatusSource = (*node.Node)(nil)
 
-// NewHTTPHandler returns the operational HTTP endpoints of n.
+// NewHTTPHandler returns only the operational endpoints of node n
+// (/v1/status and /healthz), for a process that runs no key-value store.
+// A Server serves them along with everything else.
 func NewHTTPHandler(n StatusSource) http.Handler {
 	mux := http.NewServeMux()
+	handleOps(mux, n)
+	return mux
+}
+
+// handleOps registers /v1/status and /healthz.
+func handleOps(mux *http.ServeMux, n StatusSource) {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, statusJSON(n.Status()))
 	})
@@ -37,7 +86,49 @@ func NewHTTPHandler(n StatusSource) http.Handler {
 			fmt.Fprintln(w, "ok")
 		}
 	})
-	return mux
+}
+
+// readyWait bounds how long /readyz waits for the node to apply what it
+// knows committed.
+const readyWait = time.Second
+
+// ReadyJSON is the body of GET /readyz.
+type ReadyJSON struct {
+	Ready   bool   `json:"ready"`
+	Reason  string `json:"reason,omitempty"`
+	Leader  string `json:"leader"`
+	Commit  uint64 `json:"commit"`
+	Applied uint64 `json:"applied"`
+}
+
+// handleReady answers 200 once the node knows a leader and has applied
+// the commit index it saw when asked, 503 otherwise: a load balancer then
+// sends requests only to nodes that can serve them without a long wait.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	st := s.node.Status()
+	out := ReadyJSON{Ready: true, Leader: st.Name(st.Lead), Commit: st.Commit}
+	select {
+	case <-s.node.Done():
+		out.Ready, out.Reason = false, "node stopped"
+	default:
+		if st.Lead == 0 {
+			out.Ready, out.Reason = false, "no leader known"
+			break
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), readyWait)
+		defer cancel()
+		if err := s.sm.waitApplied(ctx, st.Commit); err != nil {
+			out.Ready = false
+			out.Reason = fmt.Sprintf("applied %d of %d committed entries", s.store.AppliedIndex(), st.Commit)
+		}
+	}
+	out.Applied = s.store.AppliedIndex()
+	code := http.StatusOK
+	if !out.Ready {
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, code, out)
 }
 
 // StatusJSON is the body of GET /v1/status. Ids are hex strings: JSON
@@ -70,6 +161,8 @@ type ProgressJSON struct {
 	State        string `json:"state"`
 	RecentActive bool   `json:"recent_active"`
 	Inflight     int    `json:"inflight"`
+	// Lag is how many entries of the leader's log the member lacks.
+	Lag uint64 `json:"lag"`
 }
 
 func hexID(id uint64) string { return fmt.Sprintf("%016x", id) }
@@ -92,15 +185,35 @@ func statusJSON(s node.Status) StatusJSON {
 	slices.SortFunc(out.Members, func(a, b MemberJSON) int { return cmp.Compare(a.Name, b.Name) })
 	if s.Progress != nil {
 		out.Progress = make(map[string]ProgressJSON, len(s.Progress))
-		for id, p := range s.Progress {
-			out.Progress[s.Name(id)] = ProgressJSON{
-				Match: p.Match, Next: p.Next, State: p.State.String(),
-				RecentActive: p.RecentActive, Inflight: p.Inflight,
-			}
+		for _, p := range peerProgress(s) {
+			out.Progress[p.Name] = p.ProgressJSON
 		}
 	}
 	return out
 }
+
+// namedProgress is a member's progress with its name.
+type namedProgress struct {
+	Name string
+	ProgressJSON
+}
+
+// peerProgress returns the leader's view of every member, by name.
+func peerProgress(s node.Status) []namedProgress {
+	last := s.Progress[s.ID].Match // the leader's own log
+	out := make([]namedProgress, 0, len(s.Progress))
+	for id, p := range s.Progress {
+		out = append(out, namedProgress{Name: s.Name(id), ProgressJSON: ProgressJSON{
+			Match: p.Match, Next: p.Next, State: p.State.String(),
+			RecentActive: p.RecentActive, Inflight: p.Inflight,
+			Lag: last - min(last, p.Match),
+		}})
+	}
+	slices.SortFunc(out, func(a, b namedProgress) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+func applyLag(st node.Status) uint64 { return st.Commit - min(st.Commit, st.Applied) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -109,3 +222,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
+
+// slogPrintln adapts the server's logger to promhttp's error log.
+type slogPrintln struct{ s *Server }
+
+func (l slogPrintln) Println(v ...any) { l.s.log.Warn("metrics", "err", fmt.Sprint(v...)) }
+
+var _ promhttp.Logger = slogPrintln{}
+
+//go:embed dashboard.html
+var dashboardHTML []byte
