@@ -83,27 +83,24 @@ func (v *view) term(i uint64) uint64 {
 func (v *view) check(req *saveReq) error {
 	if n := len(req.ents); n > 0 {
 		first := req.ents[0].Index
-		what := fmt.Sprintf("entries %d..%d", first, req.ents[n-1].Index)
 		switch {
 		case first <= v.x.base:
-			return fmt.Errorf("%w: %s: the log starts after entry %d", ErrInvalid, what, v.x.base)
+			return invalidEntries(req.ents, "the log starts after entry %d", v.x.base)
 		case first > v.last()+1:
-			return fmt.Errorf("%w: %s: the log ends at %d, leaving a gap", ErrInvalid, what, v.last())
+			return invalidEntries(req.ents, "the log ends at %d, leaving a gap", v.last())
 		case first <= v.hs.Commit:
-			return fmt.Errorf("%w: %s: would overwrite committed entry %d", ErrInvalid, what, v.hs.Commit)
+			return invalidEntries(req.ents, "would overwrite committed entry %d", v.hs.Commit)
 		case req.ents[0].Term < v.term(first-1):
-			return fmt.Errorf("%w: %s: term %d is lower than the term %d of entry %d", ErrInvalid, what, req.ents[0].Term, v.term(first-1), first-1)
-		}
-		for k := 1; k < n; k++ {
-			e, prev := &req.ents[k], &req.ents[k-1]
-			if e.Index != prev.Index+1 || e.Term < prev.Term {
-				return fmt.Errorf("%w: %s: entry %d (term %d) does not follow entry %d (term %d)", ErrInvalid, what, e.Index, e.Term, prev.Index, prev.Term)
-			}
+			return invalidEntries(req.ents, "term %d is lower than the term %d of entry %d", req.ents[0].Term, v.term(first-1), first-1)
 		}
 		for k := range req.ents {
-			// The encoding adds at most 3 varints and a version byte.
-			if len(req.ents[k].Data) > wal.MaxRecordSize-32 {
-				return fmt.Errorf("%w: entry %d holds %d bytes, over the %d byte limit", ErrInvalid, req.ents[k].Index, len(req.ents[k].Data), wal.MaxRecordSize-32)
+			e := &req.ents[k]
+			if k > 0 && (e.Index != req.ents[k-1].Index+1 || e.Term < req.ents[k-1].Term) {
+				return invalidEntries(req.ents, "entry %d (term %d) does not follow entry %d (term %d)", e.Index, e.Term, req.ents[k-1].Index, req.ents[k-1].Term)
+			}
+			// The encoding adds a version byte and three varints.
+			if len(e.Data) > maxEntryData {
+				return invalidEntries(req.ents, "entry %d holds %d bytes, over the %d byte limit", e.Index, len(e.Data), maxEntryData)
 			}
 		}
 	}
@@ -131,6 +128,13 @@ func (v *view) check(req *saveReq) error {
 		}
 	}
 	return nil
+}
+
+// maxEntryData bounds an entry's Data so its record fits wal.MaxRecordSize.
+const maxEntryData = wal.MaxRecordSize - 32
+
+func invalidEntries(es []raftpb.Entry, format string, args ...any) error {
+	return fmt.Errorf("%w: entries %d..%d: %s", ErrInvalid, es[0].Index, es[len(es)-1].Index, fmt.Sprintf(format, args...))
 }
 
 // commit writes a group of requests with one write and one fsync and
