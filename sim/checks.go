@@ -124,11 +124,7 @@ func (k *checker) observe(id uint64, st raft.Status) {
 		k.failf(RuleContract, "node %d reports id %d", id, st.ID)
 	}
 	if st.Role == raft.Leader {
-		if l, ok := k.leaders[st.Term]; ok && l != id {
-			k.failf(RuleElectionSafety, "nodes %d and %d both led term %d", l, id, st.Term)
-		} else if !ok {
-			k.leaders[st.Term] = id
-		}
+		k.leads(id, st.Term)
 	}
 	if st.Term < n.term {
 		k.failf(RuleMonotonic, "node %d's term went back from %d to %d", id, n.term, st.Term)
@@ -146,6 +142,15 @@ func (k *checker) observe(id uint64, st raft.Status) {
 	k.maxCommit = max(k.maxCommit, st.Commit)
 }
 
+// leads records that node id acted as the leader of term.
+func (k *checker) leads(id, term uint64) {
+	if l, ok := k.leaders[term]; ok && l != id {
+		k.failf(RuleElectionSafety, "nodes %d and %d both led term %d", l, id, term)
+	} else if !ok {
+		k.leaders[term] = id
+	}
+}
+
 // restarted resets the per-incarnation history of a node that just came
 // back with its state machine at applied, and checks what it reloaded.
 func (k *checker) restarted(id, applied uint64, st raft.Status) {
@@ -160,15 +165,22 @@ func (k *checker) restarted(id, applied uint64, st raft.Status) {
 func (k *checker) ready(id uint64, n int, rd *raft.Ready) {
 	h := &k.nodes[id-1]
 	for _, m := range rd.Messages {
-		k.message(id, n, m)
 		switch m.Type {
 		case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap, raftpb.MsgTimeoutNow, raftpb.MsgProp:
 		default:
 			k.failf(RuleContract, "node %d may send %v before persisting", id, m)
 		}
 	}
-	for _, m := range rd.MessagesAfterPersist {
-		k.message(id, n, m)
+	for _, msgs := range [][]raftpb.Message{rd.Messages, rd.MessagesAfterPersist} {
+		for _, m := range msgs {
+			k.message(id, n, m)
+			switch m.Type {
+			case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap, raftpb.MsgTimeoutNow:
+				// Only a leader sends these: even a leadership too
+				// brief for Status to show counts.
+				k.leads(id, m.Term)
+			}
+		}
 	}
 	changed := !rd.HardState.IsEmpty() && (rd.HardState.Term != h.hs.Term || rd.HardState.Vote != h.hs.Vote)
 	if (changed || len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty()) && !rd.MustSync {

@@ -30,6 +30,9 @@ type Result struct {
 type Stats struct {
 	Steps, Elections, Commits      uint64
 	Crashes, Partitions, Snapshots uint64
+	// Installed counts snapshots a follower received and installed;
+	// Reads counts read indexes answered.
+	Installed, Reads uint64
 	// StepErrors counts errors Step returned for messages that correct
 	// peers sent; FirstStepError is the first of them.
 	StepErrors     uint64
@@ -47,6 +50,8 @@ func (s *Stats) Add(o Stats) {
 	s.Crashes += o.Crashes
 	s.Partitions += o.Partitions
 	s.Snapshots += o.Snapshots
+	s.Installed += o.Installed
+	s.Reads += o.Reads
 	s.StepErrors += o.StepErrors
 	if s.FirstStepError == "" {
 		s.FirstStepError = o.FirstStepError
@@ -121,6 +126,7 @@ type node struct {
 
 // Cluster is the simulated world: nodes, network, clock and scheduler.
 type Cluster struct {
+	seed  uint64
 	opts  Options
 	rng   *rand.Rand
 	now   int64
@@ -135,6 +141,9 @@ type Cluster struct {
 
 	healAt  int64
 	healed  bool
+	// The current partition heals at partitionEnds (0: none); the next
+	// one starts at nextPartition.
+	partitionEnds, nextPartition int64
 	live    bool              // a post-heal proposal was applied everywhere
 	markers map[string]uint64 // data of post-heal proposals -> bitmask of nodes that applied it
 	// pending maps the proposals clients wait for to when they were made.
@@ -149,6 +158,7 @@ type Cluster struct {
 
 func newCluster(seed uint64, opts Options) *Cluster {
 	c := &Cluster{
+		seed:    seed,
 		opts:    opts,
 		rng:     seededRand(seed, streamRun),
 		net:     NewNetwork(opts.Nodes, opts.Mix.Link),
@@ -375,7 +385,7 @@ func (c *Cluster) stepCore(n *node, m raftpb.Message) {
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			c.stats.StepErrors++
 			if c.stats.FirstStepError == "" {
-				c.stats.FirstStepError = fmt.Sprintf("node %d: Step(%v): %v", n.id, m, err)
+				c.stats.FirstStepError = fmt.Sprintf("seed %d step %d: node %d: Step(%v): %v", c.seed, c.step, n.id, m, err)
 			}
 		}
 	}
@@ -477,6 +487,7 @@ func (c *Cluster) apply(n *node, rd *raft.Ready) {
 		}
 		n.applied = s.Metadata.Index
 		c.check.restored(n.id, n.applied)
+		c.stats.Installed++
 	}
 	for i := range rd.CommittedEntries {
 		e := &rd.CommittedEntries[i]
@@ -499,6 +510,7 @@ func (c *Cluster) apply(n *node, rd *raft.Ready) {
 	}
 	for _, rs := range rd.ReadStates {
 		c.check.readAnswered(n.id, rs)
+		c.stats.Reads++
 	}
 }
 
@@ -557,7 +569,7 @@ func (c *Cluster) send(n *node, msgs []raftpb.Message) {
 func (c *Cluster) lost(n *node, m raftpb.Message, unreachable bool) {
 	if m.Type == raftpb.MsgSnap {
 		c.reportSnapshot(m, true)
-	} else if unreachable && c.rng.IntN(2) == 0 {
+	} else if unreachable && c.rng.IntN(8) == 0 {
 		c.schedule(event{at: c.now + 1 + c.rng.Int64N(TickInterval), kind: evLocal, node: n.id, inc: n.inc,
 			msg: raftpb.Message{Type: raftpb.MsgUnreachable, From: m.To, To: n.id}})
 	}
@@ -679,17 +691,11 @@ func (c *Cluster) chaos() {
 		c.propose(c.leaderOrRandom(), true)
 		return
 	}
-	if m.PartitionEvery > 0 && c.rng.IntN(m.PartitionEvery) == 0 && len(m.Partitions) > 0 {
-		c.stats.Partitions++
-		if c.net.Partitioned() && c.rng.IntN(3) == 0 {
-			c.net.Heal()
-			c.note(0, "NETWORK healed")
-		} else {
-			c.note(0, "NETWORK %s", c.net.Partition(c.rng, m.Partitions[c.rng.IntN(len(m.Partitions))]))
-		}
+	if len(m.Partitions) > 0 {
+		c.partitions()
 	}
 	if m.CrashEvery > 0 && c.rng.IntN(m.CrashEvery) == 0 {
-		if n := c.randomLive(); n != nil {
+		if n := c.nodeOrRandom(c.victim()); n != nil {
 			if c.rng.Float64() < m.CrashInReady {
 				n.crashArmed = true // strikes inside its next Ready
 			} else {
@@ -706,6 +712,30 @@ func (c *Cluster) chaos() {
 		if n := c.randomLive(); n != nil {
 			c.disturb(n)
 		}
+	}
+}
+
+// partitions alternates a connected network and partitions. A partition
+// lasts up to a few election timeouts: long enough to depose a leader and
+// elect another, short enough for the sides to meet again with diverging
+// logs.
+func (c *Cluster) partitions() {
+	m := &c.opts.Mix
+	switch {
+	case c.partitionEnds != 0 && c.now >= c.partitionEnds:
+		c.net.Heal()
+		c.note(0, "NETWORK healed")
+		c.partitionEnds = 0
+		c.nextPartition = c.now + c.rng.Int64N(int64(2*m.PartitionEvery)+1)*TickInterval
+	case c.partitionEnds == 0 && c.now >= c.nextPartition:
+		c.stats.Partitions++
+		kind := m.Partitions[c.rng.IntN(len(m.Partitions))]
+		desc := c.net.Partition(c.rng, kind, c.victim())
+		for kind == OneWay && c.rng.IntN(2) == 0 {
+			desc += ", " + c.net.Partition(c.rng, kind, c.victim())
+		}
+		c.note(0, "NETWORK %s", desc)
+		c.partitionEnds = c.now + (1+c.rng.Int64N(int64(4*c.opts.Raft.ElectionTicks)))*TickInterval
 	}
 }
 
@@ -755,13 +785,33 @@ func (c *Cluster) disturb(n *node) {
 	c.touched(n)
 }
 
-func (c *Cluster) leaderOrRandom() *node {
+// leader returns the id of a live node that believes it leads, or 0.
+func (c *Cluster) leader() uint64 {
 	for _, n := range c.nodes {
 		if n.core != nil && n.role == raft.Leader {
-			return n
+			return n.id
 		}
 	}
+	return 0
+}
+
+func (c *Cluster) leaderOrRandom() *node { return c.nodeOrRandom(c.leader()) }
+
+func (c *Cluster) nodeOrRandom(id uint64) *node {
+	if id != 0 && c.nodes[id-1].core != nil {
+		return c.nodes[id-1]
+	}
 	return c.randomLive()
+}
+
+// victim picks the target of a fault: half the time the leader, since
+// faults that hit it are the ones that force elections over diverging
+// logs; otherwise 0 (anyone).
+func (c *Cluster) victim() uint64 {
+	if c.rng.IntN(2) == 0 {
+		return c.leader()
+	}
+	return 0
 }
 
 // heal ends the faults: the network reconnects and stops losing messages,

@@ -89,8 +89,10 @@ func (nw *Network) Partitioned() bool {
 
 // Partition applies a random partition of the given kind and describes it.
 // Symmetric and Asymmetric replace any earlier partition; OneWay adds to it.
-// With a single node there is nothing to cut.
-func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind) string {
+// If focus is not 0, that node ends up in the minority (for OneWay: at one
+// end of the cut link), which is how a leader gets cut off. With a single
+// node there is nothing to cut.
+func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind, focus uint64) string {
 	if nw.n < 2 {
 		return "no partition possible with one node"
 	}
@@ -100,11 +102,20 @@ func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind) string {
 		if to >= from {
 			to++
 		}
+		if focus != 0 && focus != from && focus != to {
+			from = focus
+		}
+		if rng.IntN(2) == 0 && focus != 0 {
+			from, to = to, from
+		}
 		nw.Cut(from, to)
 		return fmt.Sprintf("one-way cut %d->%d", from, to)
 	}
 	nw.Heal()
-	a, b := nw.split(rng)
+	a, b := nw.split(rng, focus)
+	if kind == Asymmetric && rng.IntN(2) == 0 {
+		a, b = b, a
+	}
 	for _, x := range a {
 		for _, y := range b {
 			nw.Cut(x, y)
@@ -119,15 +130,21 @@ func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind) string {
 	return fmt.Sprintf("asymmetric split %v -> %v (replies lost)", a, b)
 }
 
-// split draws two non-empty groups covering all nodes.
-func (nw *Network) split(rng *rand.Rand) (a, b []uint64) {
+// split draws two non-empty groups covering all nodes; a focus node goes
+// into the first group, which is then no bigger than the second.
+func (nw *Network) split(rng *rand.Rand, focus uint64) (a, b []uint64) {
 	ids := make([]uint64, nw.n)
 	for i := range ids {
 		ids[i] = uint64(i + 1)
 	}
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	k := 1 + rng.IntN(nw.n-1)
-	a, b = ids[:k], ids[k:]
+	if focus != 0 {
+		i := slices.Index(ids, focus)
+		ids[0], ids[i] = ids[i], ids[0]
+		k = 1 + rng.IntN(nw.n/2)
+	}
+	a, b = slices.Clone(ids[:k]), slices.Clone(ids[k:])
 	slices.Sort(a)
 	slices.Sort(b)
 	return a, b

@@ -59,7 +59,7 @@ func TestNetworkPartitionShapes(t *testing.T) {
 			rng := newRand(seed)
 			nw := NewNetwork(n, LinkFaults{})
 
-			nw.Partition(rng, Symmetric)
+			nw.Partition(rng, Symmetric, 0)
 			a, b := map[uint64]bool{}, map[uint64]bool{}
 			for x := uint64(1); x <= uint64(n); x++ {
 				if x == 1 || !nw.Blocked(1, x) {
@@ -71,7 +71,7 @@ func TestNetworkPartitionShapes(t *testing.T) {
 			checkSplit(t, nw, a, b)
 			checkSplit(t, nw, b, a)
 
-			nw.Partition(rng, Asymmetric)
+			nw.Partition(rng, Asymmetric, 0)
 			s, r := groupsOf(nw)
 			if len(s)+len(r) != n {
 				t.Fatalf("n=%d seed=%d asymmetric: groups %v %v do not cover %d nodes", n, seed, s, r, n)
@@ -86,12 +86,12 @@ func TestNetworkPartitionShapes(t *testing.T) {
 			}
 
 			before := len(cuts(nw))
-			nw.Partition(rng, OneWay)
+			nw.Partition(rng, OneWay, 0)
 			if after := len(cuts(nw)); after > before+1 || after < before {
 				t.Fatalf("n=%d seed=%d one-way: cuts went from %d to %d, want at most one more", n, seed, before, after)
 			}
 			nw.Heal()
-			nw.Partition(rng, OneWay)
+			nw.Partition(rng, OneWay, 0)
 			if got := len(cuts(nw)); got != 1 {
 				t.Fatalf("n=%d seed=%d one-way on a healed network: got %d cuts, want 1", n, seed, got)
 			}
@@ -120,10 +120,39 @@ func checkSplit(t *testing.T, nw *Network, a, b map[uint64]bool) {
 	}
 }
 
+func TestNetworkPartitionFocus(t *testing.T) {
+	for _, n := range []int{2, 3, 5, 7} {
+		for seed := range uint64(100) {
+			rng := newRand(seed)
+			nw := NewNetwork(n, LinkFaults{})
+			focus := uint64(seed%uint64(n)) + 1
+			for _, k := range []PartitionKind{Symmetric, Asymmetric} {
+				nw.Partition(rng, k, focus)
+				// The focus node's side is the one it shares open links with.
+				side := 1
+				for x := uint64(1); x <= uint64(n); x++ {
+					if x != focus && !nw.Blocked(focus, x) && !nw.Blocked(x, focus) {
+						side++
+					}
+				}
+				if side > n/2 {
+					t.Fatalf("n=%d seed=%d %v: focus %d is in a group of %d, want a minority: %v", n, seed, k, focus, side, nw)
+				}
+			}
+			nw.Heal()
+			nw.Partition(rng, OneWay, focus)
+			c := cuts(nw)
+			if len(c) != 1 || (c[0][0] != focus && c[0][1] != focus) {
+				t.Fatalf("n=%d seed=%d one-way: cut %v does not touch focus %d", n, seed, c, focus)
+			}
+		}
+	}
+}
+
 func TestNetworkPartitionSingleNode(t *testing.T) {
 	nw := NewNetwork(1, LinkFaults{})
 	for _, k := range []PartitionKind{Symmetric, Asymmetric, OneWay} {
-		nw.Partition(newRand(1), k)
+		nw.Partition(newRand(1), k, 0)
 		if nw.Partitioned() {
 			t.Fatalf("%v on one node: got %v, want connected", k, nw)
 		}
@@ -184,7 +213,7 @@ func TestNetworkRouteReproducible(t *testing.T) {
 		rng := newRand(42)
 		var out []int64
 		for i := range 1000 {
-			nw.Partition(rng, PartitionKind(i%3))
+			nw.Partition(rng, PartitionKind(i%3), uint64(i%6))
 			out = nw.Route(rng, uint64(i%5+1), uint64((i+2)%5+1), out)
 		}
 		return out

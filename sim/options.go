@@ -33,7 +33,7 @@ type Mix struct {
 	Name           string
 	Link           LinkFaults
 	Partitions     []PartitionKind // shapes to draw from; none: no partitions
-	PartitionEvery int             // ticks between partition changes
+	PartitionEvery int             // mean ticks between one partition healing and the next
 	CrashEvery     int             // ticks between crashes; 0: never
 	MaxDownTicks   int             // a crashed node restarts within this many ticks
 	CrashInReady   float64         // share of crashes that strike while a Ready is half done
@@ -71,6 +71,14 @@ var Mixes = []Mix{
 		CrashEvery: 12, MaxDownTicks: 40, CrashInReady: 0.5,
 		CompactEvery: 25,
 		ProposeEvery: 40, ReadEvery: 200,
+	},
+	{
+		// Short partitions back to back: leaders come and go while
+		// followers fall behind and catch up, the recipe for Figure 8.
+		Name:       "flapping",
+		Link:       LinkFaults{MinDelay: 1, MaxDelay: 100},
+		Partitions: []PartitionKind{Symmetric, OneWay}, PartitionEvery: 1,
+		ProposeEvery: 20, ReadEvery: 200,
 	},
 	{
 		Name:       "chaos",
