@@ -139,13 +139,13 @@ type Cluster struct {
 	trace *trace
 	stats Stats
 
-	healAt  int64
-	healed  bool
+	healAt int64
+	healed bool
 	// The current partition heals at partitionEnds (0: none); the next
 	// one starts at nextPartition.
 	partitionEnds, nextPartition int64
-	live    bool              // a post-heal proposal was applied everywhere
-	markers map[string]uint64 // data of post-heal proposals -> bitmask of nodes that applied it
+	live                         bool              // a post-heal proposal was applied everywhere
+	markers                      map[string]uint64 // data of post-heal proposals -> bitmask of nodes that applied it
 	// pending maps the proposals clients wait for to when they were made.
 	// Clients have bounded patience and concurrency, as real ones do, so
 	// a slow configuration is not buried under an endless backlog.
