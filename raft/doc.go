@@ -31,8 +31,17 @@
 //     rd.ReadStates once rd.ReadStates[i].Index is applied.
 //  5. Call Advance(rd). Inputs may keep arriving between Ready and
 //     Advance, but the next Ready must wait for Advance.
-//  6. To restart after a crash, go back to step 1 with the same Storage:
+//  6. Compact the Storage (behind a snapshot of the state machine) only up
+//     to an applied index: the core must still read every committed entry
+//     it has not handed out.
+//  7. To restart after a crash, go back to step 1 with the same Storage:
 //     the core finds its term, vote, log and commit index there.
+//
+// ReadIndex answers come in rounds: requests arriving before the next Ready
+// share one heartbeat round, which confirms leadership once a quorum echoes
+// it. A request that arrives after its round's heartbeats left waits for the
+// next round, since acknowledgements of heartbeats sent before a request
+// prove nothing about leadership at the time of the request.
 //
 // The ordering in step 4 is what makes the protocol safe across crashes: a
 // vote or an append acknowledgement promises that the node will remember
