@@ -146,13 +146,14 @@ func parseAppend(_ *Server, call *respCall) error {
 // argument).
 func parseIncr(delta int64) func(*Server, *respCall) error {
 	return func(_ *Server, call *respCall) error {
-		if delta == 0 {
+		d := delta
+		if d == 0 {
 			var err error
-			if delta, err = kv.ParseInt(call.args[2]); err != nil {
+			if d, err = kv.ParseInt(call.args[2]); err != nil {
 				return err
 			}
 		}
-		call.kc = kv.Command{Op: kv.OpIncrBy, Key: call.args[1], Delta: delta}
+		call.kc = kv.Command{Op: kv.OpIncrBy, Key: call.args[1], Delta: d}
 		return nil
 	}
 }

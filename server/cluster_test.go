@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/kv"
+	"github.com/raftkv/raftkv/node"
+	"github.com/raftkv/raftkv/raft"
+)
+
+// waitTimeout bounds every wait in these tests; it is a deadline for
+// conditions that normally hold within milliseconds, never a sleep.
+const waitTimeout = 20 * time.Second
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// cluster is three nodes in this process on loopback, each with its kv
+// store, server and go-redis client.
+type cluster struct {
+	t      testing.TB
+	cfgs   []node.Config
+	tweak  func(*Config)
+	nodes  []*node.Node // nil while stopped
+	srvs   []*Server
+	rdbs   []*redis.Client
+	client *client.Client // HTTP client of every node
+}
+
+// newCluster starts a three-node cluster; tweak, if not nil, adjusts each
+// server's configuration.
+func newCluster(t testing.TB, tweak func(*Config)) *cluster {
+	t.Helper()
+	const size = 3
+	c := &cluster{t: t, tweak: tweak, nodes: make([]*node.Node, size), srvs: make([]*Server, size), rdbs: make([]*redis.Client, size)}
+	var members []node.Member
+	for i := range size {
+		members = append(members, node.NewMember(fmt.Sprintf("n%d", i+1), freeAddr(t)))
+	}
+	for i := range size {
+		c.cfgs = append(c.cfgs, node.Config{
+			ID:              members[i].ID,
+			DataDir:         t.TempDir(),
+			Members:         members,
+			TickInterval:    10 * time.Millisecond,
+			ElectionTicks:   10,
+			HeartbeatTicks:  1,
+			SnapshotEntries: 200,
+			CatchUpEntries:  20,
+			Logger:          testLogger().With("test_node", i+1),
+		})
+	}
+	t.Cleanup(c.close)
+	for i := range size {
+		c.start(i)
+	}
+	var eps []string
+	for _, s := range c.srvs {
+		eps = append(eps, s.HTTPAddr())
+	}
+	var err error
+	if c.client, err = client.New(eps, client.WithTimeout(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	c.leader()
+	return c
+}
+
+// start starts node i, with a fresh store restored from its data
+// directory, and its server.
+func (c *cluster) start(i int) {
+	c.t.Helper()
+	sm := NewStateMachine(kv.New())
+	cfg := c.cfgs[i]
+	cfg.StateMachine = sm
+	n, err := node.Start(cfg)
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", i+1, err)
+	}
+	scfg := Config{
+		RedisAddr:       "127.0.0.1:0",
+		HTTPAddr:        "127.0.0.1:0",
+		Node:            n,
+		StateMachine:    sm,
+		Logger:          cfg.Logger,
+		ProposalTimeout: 300 * time.Millisecond,
+	}
+	if c.tweak != nil {
+		c.tweak(&scfg)
+	}
+	srv, err := New(scfg)
+	if err != nil {
+		n.Close()
+		c.t.Fatalf("server %d: %v", i+1, err)
+	}
+	if err := srv.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes[i], c.srvs[i] = n, srv
+	c.rdbs[i] = redis.NewClient(&redis.Options{
+		Addr:       srv.RedisAddr(),
+		MaxRetries: -1, // the tests want to see every error
+		PoolSize:   64,
+	})
+}
+
+// stop closes node i's client, server and node.
+func (c *cluster) stop(i int) {
+	c.t.Helper()
+	if c.nodes[i] == nil {
+		return
+	}
+	c.rdbs[i].Close()
+	if err := c.srvs[i].Close(); err != nil {
+		c.t.Errorf("close server %d: %v", i+1, err)
+	}
+	if err := c.nodes[i].Close(); err != nil {
+		c.t.Errorf("close node %d: %v", i+1, err)
+	}
+	c.nodes[i] = nil
+}
+
+func (c *cluster) close() {
+	if c.client != nil {
+		c.client.Close()
+	}
+	for i := range c.nodes {
+		c.stop(i)
+	}
+}
+
+// leader waits until every running node agrees on one leader in one term,
+// and returns its index.
+func (c *cluster) leader() int {
+	c.t.Helper()
+	lead := -1
+	eventually(c.t, "one leader that every running node knows", func() bool {
+		var id, term uint64
+		for _, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			st := n.Status()
+			if st.Lead == 0 || (id != 0 && (st.Lead != id || st.Term != term)) {
+				return false
+			}
+			id, term = st.Lead, st.Term
+		}
+		for i, n := range c.nodes {
+			if n != nil && n.Status().ID == id && n.Status().Role == raft.Leader {
+				lead = i
+				return true
+			}
+		}
+		return false
+	})
+	return lead
+}
+
+// followers returns the indexes of the running nodes other than lead.
+func (c *cluster) followers(lead int) []int {
+	var out []int
+	for i, n := range c.nodes {
+		if i != lead && n != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -1,0 +1,351 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/raftkv/raftkv/kv"
+)
+
+// TestRESPWritesThroughEveryNodeReadFromEvery writes through each node,
+// followers included, and reads every key back from every node: reads are
+// linearizable, so each sees every write acknowledged before it started.
+func TestRESPWritesThroughEveryNodeReadFromEvery(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	for i, rdb := range c.rdbs {
+		if err := rdb.Set(ctx, fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i), 0).Err(); err != nil {
+			t.Fatalf("SET through node %d: %v", i+1, err)
+		}
+		for j, other := range c.rdbs {
+			for k := 0; k <= i; k++ {
+				got, err := other.Get(ctx, fmt.Sprintf("k%d", k)).Result()
+				if want := fmt.Sprintf("v%d", k); err != nil || got != want {
+					t.Fatalf("GET k%d from node %d after SET through node %d: got %q, %v; want %q", k, j+1, i+1, got, err, want)
+				}
+			}
+		}
+	}
+	if n, err := c.rdbs[0].DBSize(ctx).Result(); err != nil || n != 3 {
+		t.Fatalf("DBSIZE = %d, %v; want 3", n, err)
+	}
+}
+
+// step is one command of a scripted RESP session and its expected reply:
+// want is compared with go-redis' decoding of the reply (string, int64,
+// []any, nil for a nil reply), wantErr with the error text.
+type step struct {
+	args    []any
+	want    any
+	wantErr string
+}
+
+func runSteps(t *testing.T, rdb *redis.Client, steps []step) {
+	t.Helper()
+	ctx := testContext(t)
+	for _, s := range steps {
+		got, err := rdb.Do(ctx, s.args...).Result()
+		switch {
+		case s.wantErr != "":
+			if err == nil || err.Error() != s.wantErr {
+				t.Errorf("%v: got %#v, %v; want error %q", s.args, got, err, s.wantErr)
+			}
+		case s.want == nil:
+			if err != redis.Nil {
+				t.Errorf("%v: got %#v, %v; want nil", s.args, got, err)
+			}
+		case err != nil || !reflect.DeepEqual(got, s.want):
+			t.Errorf("%v: got %#v, %v; want %#v", s.args, got, err, s.want)
+		}
+	}
+}
+
+func TestRESPCommands(t *testing.T) {
+	c := newCluster(t, nil)
+	lead := c.leader()
+	// Through a follower, so that every write is forwarded.
+	rdb := c.rdbs[c.followers(lead)[0]]
+	runSteps(t, rdb, []step{
+		{args: []any{"PING"}, want: "PONG"},
+		{args: []any{"ping", "hi"}, want: "hi"},
+		{args: []any{"ECHO", "x y"}, want: "x y"},
+		{args: []any{"GET", "k"}, want: nil},
+		{args: []any{"SET", "k", "v"}, want: "OK"},
+		{args: []any{"GET", "k"}, want: "v"},
+		{args: []any{"SET", "k", "w", "NX"}, want: nil},
+		{args: []any{"SET", "missing", "w", "XX"}, want: nil},
+		{args: []any{"SET", "k", "w", "xx", "get"}, want: "v"},
+		{args: []any{"SET", "new", "1", "GET"}, want: nil},
+		{args: []any{"GET", "new"}, want: "1"},
+		{args: []any{"SET", "k", "v", "NX", "XX"}, wantErr: "ERR syntax error"},
+		{args: []any{"SET", "k", "v", "BOGUS"}, wantErr: "ERR syntax error"},
+		{args: []any{"SET", "k", "v", "EX", "10"}, wantErr: "ERR expirations are not supported: raftkv keys never expire"},
+		{args: []any{"SET", "k"}, wantErr: "ERR wrong number of arguments for 'set' command"},
+		{args: []any{"STRLEN", "k"}, want: int64(1)},
+		{args: []any{"STRLEN", "missing"}, want: int64(0)},
+		{args: []any{"APPEND", "k", "xyz"}, want: int64(4)},
+		{args: []any{"APPEND", "fresh", "ab"}, want: int64(2)},
+		{args: []any{"GET", "k"}, want: "wxyz"},
+		{args: []any{"EXISTS", "k", "k", "missing", "fresh"}, want: int64(3)},
+		{args: []any{"DEL", "fresh", "missing", "new"}, want: int64(2)},
+		{args: []any{"EXISTS", "fresh"}, want: int64(0)},
+		{args: []any{"INCR", "n"}, want: int64(1)},
+		{args: []any{"INCRBY", "n", "41"}, want: int64(42)},
+		{args: []any{"DECR", "n"}, want: int64(41)},
+		{args: []any{"DECRBY", "n", "-9"}, want: int64(50)},
+		{args: []any{"DECRBY", "n", "-9223372036854775808"}, wantErr: "ERR decrement would overflow"},
+		{args: []any{"INCRBY", "n", "1x"}, wantErr: "ERR value is not an integer or out of range"},
+		{args: []any{"INCRBY", "n", "9223372036854775807"}, wantErr: "ERR increment or decrement would overflow"},
+		{args: []any{"INCR", "k"}, wantErr: "ERR value is not an integer or out of range"},
+		{args: []any{"GET", "n"}, want: "50"},
+		{args: []any{"MSET", "a", "1", "b", "2", "c", "3"}, want: "OK"},
+		{args: []any{"MSET", "a", "1", "b"}, wantErr: "ERR wrong number of arguments for 'mset' command"},
+		{args: []any{"MGET", "a", "missing", "c"}, want: []any{"1", nil, "3"}},
+		{args: []any{"CAS", "a", "1", "one"}, want: int64(1)},
+		{args: []any{"CAS", "a", "1", "uno"}, want: int64(0)},
+		{args: []any{"CAS", "missing", "", "x"}, want: int64(0)},
+		{args: []any{"GET", "a"}, want: "one"},
+		{args: []any{"CAS", "a", "one"}, wantErr: "ERR wrong number of arguments for 'cas' command"},
+		{args: []any{"DBSIZE"}, want: int64(5)}, // k n a b c
+		{args: []any{"SELECT", "0"}, want: "OK"},
+		{args: []any{"SELECT", "1"}, wantErr: "ERR DB index is out of range"},
+		{args: []any{"CLIENT", "SETNAME", "tester"}, want: "OK"},
+		{args: []any{"CLIENT", "SETNAME", "two words"}, wantErr: "ERR Client names cannot contain spaces, newlines or special characters."},
+		{args: []any{"CLIENT", "NOPE"}, wantErr: "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."},
+		{args: []any{"CONFIG", "GET", "save"}, want: []any{"save", ""}},
+		{args: []any{"CONFIG", "GET", "append*"}, want: []any{"appendonly", "yes", "appendfsync", "always"}},
+		{args: []any{"CONFIG", "SET", "save", ""}, wantErr: "ERR unknown subcommand 'SET'. Try CONFIG HELP."},
+		{args: []any{"COMMAND", "COUNT"}, want: int64(26)},
+		{args: []any{"COMMAND", "INFO", "get"}, want: []any{[]any{"get", int64(2), []any{"readonly", "fast"}, int64(1), int64(1), int64(1), []any{}, []any{}, []any{}, []any{}}}},
+		{args: []any{"COMMAND", "DOCS"}, want: []any{}},
+		{args: []any{"HELLO", "3"}, wantErr: "NOPROTO sorry, this protocol version is not supported"},
+		{args: []any{"READONLY"}, want: "OK"},
+		{args: []any{"READWRITE"}, want: "OK"},
+		{args: []any{"FLUSHALL"}, wantErr: "ERR unknown command 'FLUSHALL', with args beginning with: "},
+		{args: []any{"NOPE", "a", "b"}, wantErr: "ERR unknown command 'NOPE', with args beginning with: 'a' 'b' "},
+		{args: []any{"GET"}, wantErr: "ERR wrong number of arguments for 'get' command"},
+		{args: []any{"GET", "a", "b"}, wantErr: "ERR wrong number of arguments for 'get' command"},
+	})
+}
+
+func TestRESPScan(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	rdb := c.rdbs[0]
+	var users []string
+	pairs := []any{}
+	for i := range 25 {
+		users = append(users, fmt.Sprintf("user:%02d", i))
+		pairs = append(pairs, fmt.Sprintf("user:%02d", i), "u", fmt.Sprintf("item:%02d", i), "i")
+	}
+	if err := rdb.MSet(ctx, pairs...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	scanAll := func(rdb *redis.Client, match string, count int64) []string {
+		t.Helper()
+		var keys []string
+		it := rdb.Scan(ctx, 0, match, count).Iterator()
+		for it.Next(ctx) {
+			keys = append(keys, it.Val())
+		}
+		if err := it.Err(); err != nil {
+			t.Fatalf("SCAN MATCH %q COUNT %d: %v", match, count, err)
+		}
+		return keys
+	}
+	// Every node, small pages over a pool of connections: cursors are
+	// shared by the node's connections.
+	for i, r := range c.rdbs {
+		if got := scanAll(r, "user:*", 7); !slices.Equal(got, users) {
+			t.Errorf("node %d: SCAN MATCH user:* = %v; want %v", i+1, got, users)
+		}
+	}
+	if got := scanAll(rdb, "", 0); len(got) != 50 {
+		t.Errorf("SCAN without MATCH returned %d keys; want 50", len(got))
+	}
+	want := []string{"item:05", "item:15", "user:05", "user:15"}
+	if got := scanAll(rdb, "*5", 4); !slices.Equal(got, want) {
+		t.Errorf("SCAN MATCH *5 = %v; want %v", got, want)
+	}
+	if got := scanAll(rdb, "user:1?", 100); !slices.Equal(got, users[10:20]) {
+		t.Errorf("SCAN MATCH user:1? = %v; want %v", got, users[10:20])
+	}
+	runSteps(t, rdb, []step{
+		{args: []any{"SCAN", "0", "MATCH", "user:0*", "COUNT", "1000"}, want: []any{"0", toAny(users[:10])}},
+		{args: []any{"SCAN", "0", "TYPE", "hash", "COUNT", "100"}, want: []any{"0", []any{}}},
+		{args: []any{"SCAN", "12345"}, wantErr: "ERR invalid cursor: unknown to this node or expired"},
+		{args: []any{"SCAN", "abc"}, wantErr: "ERR invalid cursor"},
+		{args: []any{"SCAN", "0", "COUNT", "0"}, wantErr: "ERR syntax error"},
+		{args: []any{"SCAN", "0", "COUNT"}, wantErr: "ERR syntax error"},
+		{args: []any{"SCAN", "0", "MATCH", "[ab]*"}, wantErr: "ERR MATCH patterns with [...] character classes are not supported"},
+	})
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+func TestRESPInfo(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	lead := c.leader()
+	if err := c.rdbs[lead].Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	leaderName := fmt.Sprintf("n%d", lead+1)
+	for i, rdb := range c.rdbs {
+		// INFO reads the local state: followers may need a moment to apply.
+		var info string
+		eventually(t, fmt.Sprintf("node %d to apply the write", i+1), func() bool {
+			var err error
+			if info, err = rdb.Info(ctx).Result(); err != nil {
+				t.Fatal(err)
+			}
+			return strings.Contains(info, "db0:keys=1")
+		})
+		for _, want := range []string{"# Server\r\n", "redis_version:", "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n",
+			"# Raft\r\n", "raft_term:", "raft_leader:" + leaderName + "\r\n", "raft_commit_index:", "raft_applied_index:"} {
+			if !strings.Contains(info, want) {
+				t.Errorf("INFO of node %d lacks %q:\n%s", i+1, want, info)
+			}
+		}
+		role := "follower"
+		if i == lead {
+			role = "leader"
+			if !strings.Contains(info, "raft_peer2:name=n3,") {
+				t.Errorf("INFO of the leader lacks the peers' progress:\n%s", info)
+			}
+		}
+		if !strings.Contains(info, "raft_role:"+role+"\r\n") {
+			t.Errorf("INFO of node %d: want raft_role:%s in\n%s", i+1, role, info)
+		}
+	}
+	raftOnly, err := c.rdbs[0].Info(ctx, "raft").Result()
+	if err != nil || strings.Contains(raftOnly, "# Server") || !strings.HasPrefix(raftOnly, "# Raft\r\n") {
+		t.Errorf("INFO raft = %q, %v; want the raft section alone", raftOnly, err)
+	}
+}
+
+// rawConn is a RESP connection without a client library, for replies
+// go-redis would hide.
+type rawConn struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(waitTimeout))
+	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (r *rawConn) send(s string) {
+	r.t.Helper()
+	if _, err := io.WriteString(r.nc, s); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// expect reads the next len(want) bytes and compares them with want.
+func (r *rawConn) expect(want string) {
+	r.t.Helper()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r.br, got); err != nil || string(got) != want {
+		r.t.Fatalf("read %q, %v; want %q", got, err, want)
+	}
+}
+
+// expectClosed checks that the server closed the connection.
+func (r *rawConn) expectClosed() {
+	r.t.Helper()
+	if b, err := r.br.ReadByte(); err == nil {
+		rest, _ := r.br.Peek(r.br.Buffered())
+		r.t.Fatalf("read %q; want the connection closed", append([]byte{b}, rest...))
+	}
+}
+
+func TestRESPRawProtocol(t *testing.T) {
+	c := newCluster(t, nil)
+	addr := c.srvs[0].RedisAddr()
+
+	t.Run("inline commands and QUIT", func(t *testing.T) {
+		r := dialRaw(t, addr)
+		r.send("PING\r\nSET a 1\r\nGET a\r\nQUIT\r\nPING\r\n")
+		r.expect("+PONG\r\n+OK\r\n$1\r\n1\r\n+OK\r\n")
+		r.expectClosed()
+	})
+	t.Run("HELLO 2", func(t *testing.T) {
+		r := dialRaw(t, addr)
+		r.send("HELLO 2 SETNAME me\r\nCLIENT GETNAME\r\n")
+		r.expect("*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:")
+		r.br.ReadString('\n')
+		r.expect("$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n$2\r\nme\r\n")
+	})
+	t.Run("protocol error", func(t *testing.T) {
+		r := dialRaw(t, addr)
+		r.send("*1\r\n$x\r\n")
+		r.expect("-ERR Protocol error: invalid bulk length\r\n")
+		r.expectClosed()
+	})
+	t.Run("request too large", func(t *testing.T) {
+		r := dialRaw(t, addr)
+		r.send(fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n", MaxRESPRequest+1))
+		chunk := strings.Repeat("x", 1<<20)
+		// The server may close the connection before it has read it all.
+		go func() {
+			for range MaxRESPRequest>>20 + 2 {
+				if _, err := io.WriteString(r.nc, chunk); err != nil {
+					return
+				}
+			}
+		}()
+		r.expect(fmt.Sprintf("-ERR Protocol error: request exceeds %d bytes\r\n", MaxRESPRequest))
+		r.expectClosed()
+	})
+}
+
+func TestRESPLimits(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	rdb := c.rdbs[1]
+	big := strings.Repeat("v", kv.MaxValueSize+1)
+	bigKey := strings.Repeat("k", kv.MaxKeySize+1)
+	runSteps(t, rdb, []step{
+		{args: []any{"SET", "k", big}, wantErr: kv.ErrValueTooLarge.Error()},
+		{args: []any{"MSET", "a", "1", "k", big}, wantErr: kv.ErrValueTooLarge.Error()},
+		{args: []any{"CAS", "k", "x", big}, wantErr: kv.ErrValueTooLarge.Error()},
+		{args: []any{"SET", bigKey, "v"}, wantErr: kv.ErrKeyTooLarge.Error()},
+		{args: []any{"GET", bigKey}, wantErr: kv.ErrKeyTooLarge.Error()},
+		{args: []any{"EXISTS", "a", bigKey}, wantErr: kv.ErrKeyTooLarge.Error()},
+		{args: []any{"SET", "k", big[:1<<20]}, want: "OK"},
+		{args: []any{"STRLEN", "k"}, want: int64(1 << 20)},
+		{args: []any{"MGET", "a"}, want: []any{nil}}, // the refused MSET wrote nothing
+	})
+	// APPEND past the limit fails and changes nothing.
+	if err := rdb.Set(ctx, "k", big[:kv.MaxValueSize], 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, rdb, []step{
+		{args: []any{"APPEND", "k", "x"}, wantErr: kv.ErrValueTooLarge.Error()},
+		{args: []any{"STRLEN", "k"}, want: int64(kv.MaxValueSize)},
+	})
+}
