@@ -96,22 +96,29 @@ func (r crashRun) outcomes() []*model {
 // succeed, keep everything acknowledged, and add at most part of the
 // operation in flight.
 func TestCrashAtEveryWrite(t *testing.T) {
-	seeds, steps, images := 6, 60, 3
+	seeds, steps, images := 4, 60, 3
 	if testing.Short() {
 		seeds, steps, images = 2, 40, 2
 	}
 	for seed := range uint64(seeds) {
-		total := runUntilPowerCut(t, seed, steps, -1).ops
-		for cut := 0; cut <= total; cut++ {
-			r := runUntilPowerCut(t, seed, steps, cut)
-			rng := rand.New(rand.NewPCG(seed, uint64(cut)))
-			for img := range images {
-				disk := r.mem.Crash(rng)
-				opts := r.opts
-				opts.fs = disk
-				if err := checkRecovery(opts, r.outcomes(), rng); err != nil {
-					t.Fatalf("seed %d, power cut after %d of %d disk operations, during %v, image %d: %v", seed, cut, total, r.op, img, err)
-				}
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			t.Parallel()
+			crashAtEveryWrite(t, seed, steps, images)
+		})
+	}
+}
+
+func crashAtEveryWrite(t *testing.T, seed uint64, steps, images int) {
+	total := runUntilPowerCut(t, seed, steps, -1).ops
+	for cut := 0; cut <= total; cut++ {
+		r := runUntilPowerCut(t, seed, steps, cut)
+		rng := rand.New(rand.NewPCG(seed, uint64(cut)))
+		for img := range images {
+			disk := r.mem.Crash(rng)
+			opts := r.opts
+			opts.fs = disk
+			if err := checkRecovery(opts, r.outcomes(), rng); err != nil {
+				t.Fatalf("seed %d, power cut after %d of %d disk operations, during %v, image %d: %v", seed, cut, total, r.op, img, err)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 
+	"github.com/raftkv/raftkv/storage/internal/vfs"
 	"github.com/raftkv/raftkv/storage/wal"
 )
 
@@ -17,6 +18,9 @@ var (
 	// ErrIdentityMismatch: the directory belongs to another node or
 	// cluster.
 	ErrIdentityMismatch = errors.New("storage: data directory belongs to another node or cluster")
+	// ErrLocked: another Storage, probably in another process, has the
+	// directory open.
+	ErrLocked = vfs.ErrLocked
 	// ErrClosed: the Storage was closed.
 	ErrClosed = errors.New("storage: closed")
 	// ErrFailed: an earlier write or fsync failed, so what is on disk is

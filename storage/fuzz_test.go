@@ -15,9 +15,9 @@ import (
 // succeed without panicking, and if it succeeds every read must work.
 // Each record is three input bytes: kind, a, b.
 func FuzzReplay(f *testing.F) {
-	f.Add([]byte{0, 1, 1, 0, 2, 1, 1, 1, 2, 0, 2, 2})    // entries 1, 2, hard state, overwrite
+	f.Add([]byte{0, 1, 1, 0, 2, 1, 1, 1, 2, 0, 2, 2})   // entries 1, 2, hard state, overwrite
 	f.Add([]byte{0, 1, 1, 3, 9, 2, 0, 10, 2, 2, 10, 2}) // reset to 9, entry 10, base
-	f.Add([]byte{0, 5, 1})                               // a gap
+	f.Add([]byte{0, 5, 1})                              // a gap
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m := vfs.NewMem()
 		opts := memOpts(m, nil)

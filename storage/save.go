@@ -173,6 +173,9 @@ func (s *Storage) commit(group []*saveReq) {
 		return
 	}
 	pos, err := s.write()
+	if s.batch.Len() > 4<<20 {
+		s.batch = wal.Batch{} // do not hold on to the memory of a huge batch
+	}
 	if err != nil {
 		for _, req := range valid {
 			req.err = err

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -21,6 +22,9 @@ const (
 	recBase      wal.RecordType = 3
 	recReset     wal.RecordType = 4
 )
+
+// lockFile keeps two processes from opening one directory.
+const lockFile = "LOCK"
 
 // Defaults for zero Options fields.
 const (
@@ -92,6 +96,7 @@ func (o *Options) validate() error {
 type Storage struct {
 	opts  Options
 	dir   string
+	lock  io.Closer // held from Open to Close
 	snaps *snap.Dir
 
 	// wmu is held by whoever writes to the WAL: a group-commit leader,
@@ -122,50 +127,66 @@ type Storage struct {
 var _ raft.Storage = (*Storage)(nil)
 
 // Open opens the data directory dir, creating it if it is empty, and
-// recovers the log as the package comment describes.
+// recovers the log as the package comment describes. Only one Storage may
+// have a directory open at a time (ErrLocked).
 func Open(dir string, opts Options) (*Storage, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	s := &Storage{opts: opts, dir: dir}
-	s.cache.max = uint64(opts.CacheBytes)
 	fsys := opts.fs
 	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", dir, err)
 	}
-	walDir := filepath.Join(dir, "wal")
+	lock, err := fsys.Lock(filepath.Join(dir, lockFile))
+	if err != nil {
+		return nil, fmt.Errorf("storage: lock %s: %w", filepath.Join(dir, lockFile), err)
+	}
+	s := &Storage{opts: opts, dir: dir, lock: lock}
+	s.cache.max = uint64(opts.CacheBytes)
+	if err := s.open(); err != nil {
+		if s.wal != nil {
+			_ = s.wal.Close()
+		}
+		_ = lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Storage) open() error {
+	fsys, opts := s.opts.fs, s.opts
+	walDir := filepath.Join(s.dir, "wal")
 	fresh, err := isFresh(fsys, walDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := checkIdentity(fsys, dir, opts.NodeID, opts.ClusterID, fresh, !opts.NoSync); err != nil {
-		return nil, err
+	if err := checkIdentity(fsys, s.dir, opts.NodeID, opts.ClusterID, fresh, !opts.NoSync); err != nil {
+		return err
 	}
-	s.snaps, err = snap.Open(filepath.Join(dir, "snap"), snap.Options{FS: fsys, Logger: opts.Logger, NoSync: opts.NoSync})
+	s.snaps, err = snap.Open(filepath.Join(s.dir, "snap"), snap.Options{FS: fsys, Logger: opts.Logger, NoSync: opts.NoSync})
 	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return fmt.Errorf("storage: %w", err)
 	}
 	snapMeta, haveSnap, err := s.snaps.Newest()
 	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return fmt.Errorf("storage: %w", err)
 	}
 	var r replay
 	s.wal, err = wal.Open(walDir, wal.Options{FS: fsys, Logger: opts.Logger, NoSync: opts.NoSync}, func(pos wal.Pos, typ wal.RecordType, p []byte) error {
 		return r.record(s, pos, typ, p)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return fmt.Errorf("storage: %w", err)
 	}
 	if err := s.recover(&r, snapMeta, haveSnap); err != nil {
-		_ = s.wal.Close()
-		return nil, err
+		return err
 	}
 	if haveSnap {
 		if err := s.snaps.RemoveExcept(snapMeta.Index, snapMeta.Term); err != nil {
-			s.opts.Logger.Warn("storage: could not remove old snapshots", "error", err.Error())
+			opts.Logger.Warn("storage: could not remove old snapshots", "error", err.Error())
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // isFresh reports whether the WAL directory holds no segment yet.
@@ -198,7 +219,11 @@ func (s *Storage) Close() error {
 	s.closed = true
 	s.cache.clear()
 	s.mu.Unlock()
-	if err := s.wal.Close(); err != nil {
+	err := s.wal.Close()
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
 	return nil

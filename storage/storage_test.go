@@ -444,3 +444,21 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Entries after Close: got %v", err)
 	}
 }
+
+func TestDirectoryLocked(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{NodeID: 1, ClusterID: 1, NoSync: true}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, opts); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: got %v, want ErrLocked", err)
+	}
+	_ = s.Close()
+	s, err = Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	_ = s.Close()
+}

@@ -40,6 +40,7 @@ type Mem struct {
 	durable map[string]*inode
 	pending []dirOp
 	fail    func(op Op, name string) error
+	locks   map[string]bool // held locks; they do not survive a crash
 }
 
 type inode struct {
@@ -60,7 +61,7 @@ type dirOp struct {
 
 // NewMem returns an empty disk.
 func NewMem() *Mem {
-	return &Mem{files: map[string]*inode{}, dirs: map[string]bool{}, durable: map[string]*inode{}}
+	return &Mem{files: map[string]*inode{}, dirs: map[string]bool{}, durable: map[string]*inode{}, locks: map[string]bool{}}
 }
 
 // SetFail installs a hook called before every operation that changes the
@@ -304,6 +305,34 @@ func (m *Mem) SyncDir(dir string) error {
 		op.apply(m.durable)
 	}
 	m.pending = nil
+	return nil
+}
+
+func (m *Mem) Lock(name string) (io.Closer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.dirs[filepath.Dir(name)] {
+		return nil, notExist("lock", name)
+	}
+	if m.locks[name] {
+		return nil, ErrLocked
+	}
+	m.locks[name] = true
+	return &memLock{m: m, name: name}, nil
+}
+
+type memLock struct {
+	m    *Mem
+	name string
+	once sync.Once
+}
+
+func (l *memLock) Close() error {
+	l.once.Do(func() {
+		l.m.mu.Lock()
+		delete(l.m.locks, l.name)
+		l.m.mu.Unlock()
+	})
 	return nil
 }
 

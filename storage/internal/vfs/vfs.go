@@ -8,6 +8,7 @@
 package vfs
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,7 +50,14 @@ type FS interface {
 	MkdirAll(dir string) error
 	// SyncDir makes creations, renames and removals in dir durable.
 	SyncDir(dir string) error
+	// Lock takes an exclusive lock named by a file, which it creates if
+	// needed; if someone else holds it, it fails at once with ErrLocked.
+	// Closing the result releases the lock.
+	Lock(name string) (io.Closer, error)
 }
+
+// ErrLocked is returned by Lock when the lock is held elsewhere.
+var ErrLocked = errors.New("locked by another process")
 
 // WriteNew creates path atomically: write fills a temporary file, which is
 // synced and renamed to path, and then the directory is synced, so after a
