@@ -67,19 +67,8 @@ func Open(dir string, opts Options) (*Dir, error) {
 	if d.logger == nil {
 		d.logger = slog.New(slog.DiscardHandler)
 	}
-	if err := d.fs.MkdirAll(dir); err != nil {
-		return nil, fmt.Errorf("snap: create %s: %w", dir, err)
-	}
-	names, err := d.fs.List(dir)
-	if err != nil {
-		return nil, fmt.Errorf("snap: list %s: %w", dir, err)
-	}
-	for _, n := range names {
-		if vfs.IsTemp(n) {
-			if err := d.fs.Remove(filepath.Join(dir, n)); err != nil {
-				return nil, fmt.Errorf("snap: remove leftover %s: %w", filepath.Join(dir, n), err)
-			}
-		}
+	if _, err := vfs.PrepareDir(d.fs, dir); err != nil {
+		return nil, fmt.Errorf("snap: %w", err)
 	}
 	return d, nil
 }
@@ -198,15 +187,11 @@ func damaged(err error) error {
 // read reads the file of the snapshot at index and term.
 func (d *Dir) read(index, term uint64, keepData bool) (raftpb.Snapshot, error) {
 	path := d.path(index, term)
-	f, err := d.fs.Open(path)
+	f, size, err := vfs.OpenSized(d.fs, path)
 	if err != nil {
-		return raftpb.Snapshot{}, fmt.Errorf("snap: open %s: %w", path, err)
+		return raftpb.Snapshot{}, fmt.Errorf("snap: %w", err)
 	}
 	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return raftpb.Snapshot{}, fmt.Errorf("snap: stat %s: %w", path, err)
-	}
 	s, err := Decode(f, size, keepData)
 	if err == nil && (s.Metadata.Index != index || s.Metadata.Term != term) {
 		err = fmt.Errorf("%w: holds snapshot %d/%d", wal.ErrCorrupt, s.Metadata.Index, s.Metadata.Term)

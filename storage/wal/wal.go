@@ -120,22 +120,13 @@ func Open(dir string, opts Options, visit func(pos Pos, typ RecordType, payload 
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
 	}
-	if err := w.fs.MkdirAll(dir); err != nil {
-		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
-	}
-	names, err := w.fs.List(dir)
+	names, err := vfs.PrepareDir(w.fs, dir)
 	if err != nil {
-		return nil, fmt.Errorf("wal: list %s: %w", dir, err)
+		return nil, fmt.Errorf("wal: %w", err)
 	}
 	for _, name := range names {
 		if seq, ok := parseSegmentName(name); ok {
 			w.seqs = append(w.seqs, seq)
-		} else if vfs.IsTemp(name) {
-			// A segment whose creation a crash interrupted: it was
-			// never renamed, so nothing in it was ever acknowledged.
-			if err := w.fs.Remove(w.path(name)); err != nil {
-				return nil, fmt.Errorf("wal: remove leftover %s: %w", w.path(name), err)
-			}
 		}
 	}
 	for i := 1; i < len(w.seqs); i++ {
@@ -164,15 +155,11 @@ func corrupt(path string, off int64, format string, args ...any) error {
 // replay reads one segment; the last one is left open for appending.
 func (w *WAL) replay(seq uint64, last bool, visit func(Pos, RecordType, []byte) error) error {
 	path := w.segPath(seq)
-	f, err := w.fs.Open(path)
+	f, size, err := vfs.OpenSized(w.fs, path)
 	if err != nil {
-		return fmt.Errorf("wal: open %s: %w", path, err)
+		return fmt.Errorf("wal: %w", err)
 	}
 	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return fmt.Errorf("wal: stat %s: %w", path, err)
-	}
 	s, err := scanSegment(f, size, func(off int64, typ RecordType, p []byte) error {
 		return visit(Pos{Seq: seq, Off: off}, typ, p)
 	})
@@ -365,15 +352,11 @@ func (w *WAL) Segments() []uint64 { return append([]uint64(nil), w.seqs...) }
 // removed meanwhile gives an error wrapping fs.ErrNotExist.
 func (w *WAL) ReadFrom(pos Pos, fn func(pos Pos, typ RecordType, payload []byte) (bool, error)) error {
 	path := w.segPath(pos.Seq)
-	f, err := w.fs.Open(path)
+	f, size, err := vfs.OpenSized(w.fs, path)
 	if err != nil {
-		return fmt.Errorf("wal: open %s: %w", path, err)
+		return fmt.Errorf("wal: %w", err)
 	}
 	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return fmt.Errorf("wal: stat %s: %w", path, err)
-	}
 	rd := NewReader(f, pos.Off, size)
 	for {
 		off := rd.Offset()

@@ -97,8 +97,44 @@ func WriteNew(fs FS, path string, sync bool, write func(io.Writer) error) (File,
 	return f, nil
 }
 
-// IsTemp reports whether name is a leftover of an interrupted WriteNew.
-func IsTemp(name string) bool { return filepath.Ext(name) == ".tmp" }
+// isTemp reports whether name is a leftover of an interrupted WriteNew.
+func isTemp(name string) bool { return filepath.Ext(name) == ".tmp" }
+
+// PrepareDir creates dir if needed, removes the leftovers of interrupted
+// WriteNew calls (never renamed, so nothing in them was ever relied on),
+// and returns the names of the other entries.
+func PrepareDir(fs FS, dir string) ([]string, error) {
+	if err := fs.MkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	kept := names[:0]
+	for _, n := range names {
+		if !isTemp(n) {
+			kept = append(kept, n)
+		} else if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+			return nil, fmt.Errorf("remove leftover %s: %w", filepath.Join(dir, n), err)
+		}
+	}
+	return kept, nil
+}
+
+// OpenSized opens path for reading and returns its size too.
+func OpenSized(fs FS, path string) (File, int64, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return f, size, nil
+}
 
 // OS is the real file system.
 type OS struct{}
