@@ -37,6 +37,12 @@ func (m Membership) Self() (Member, bool) {
 	return m.Members[i], true
 }
 
+// String describes m for error messages.
+func (m Membership) String() string {
+	self, _ := m.Self()
+	return fmt.Sprintf("node %q (id %016x) of cluster %016x with %d members", self.Name, m.ID, m.ClusterID, len(m.Members))
+}
+
 // equal reports whether m and o describe the same node in the same cluster,
 // whatever order the members are listed in.
 func (m Membership) equal(o Membership) bool {
@@ -173,9 +179,7 @@ func checkMembership(dataDir string, want Membership) (fresh bool, err error) {
 	case err != nil:
 		return false, err
 	case !have.equal(want):
-		self, _ := have.Self()
-		return false, fmt.Errorf("%w: %s holds node %q (id %x) of cluster %x with %d members; the configuration is node %x of cluster %x with %d members",
-			ErrMembershipMismatch, dataDir, self.Name, have.ID, have.ClusterID, len(have.Members), want.ID, want.ClusterID, len(want.Members))
+		return false, fmt.Errorf("%w: %s holds %s; the configuration is %s", ErrMembershipMismatch, dataDir, have, want)
 	}
 	return false, nil
 }

@@ -161,7 +161,7 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 		ClusterID:  cfg.ClusterID,
 		ListenAddr: cfg.PeerAddr,
 		Peers:      peers,
-		Logger:     n.log,
+		Logger:     cfg.Logger, // it adds its own node attribute
 	}, handler{n})
 	if err != nil {
 		return nil, fmt.Errorf("start transport: %w", err)

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin is the raftkv binary TestMain builds.
+var bin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	if !testing.Short() && os.Getenv("RAFTKV_E2E_SKIP") == "" {
+		dir, err := os.MkdirTemp("", "raftkv-e2e-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "raftkv")
+		build := exec.Command("go", "build", "-o", bin, "github.com/raftkv/raftkv/cmd/raftkv")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build raftkv: %v\n", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+func needBinary(t *testing.T) {
+	t.Helper()
+	if bin == "" {
+		t.Skip("end-to-end tests start real processes; skipped with -short or RAFTKV_E2E_SKIP")
+	}
+}
+
+// waitTimeout bounds every wait for a condition; conditions are polled.
+const waitTimeout = 30 * time.Second
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePorts returns n distinct loopback addresses nobody listens on now.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var lns []net.Listener
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return addrs
+}
+
+// proc is one raftkv process.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	http string // its --http-addr
+
+	mu    sync.Mutex // guards lines
+	lines []string   // stderr so far
+
+	done    chan struct{} // closed when the process has exited
+	exitErr error         // set before done is closed
+}
+
+// start runs the binary in dir with args and captures its stderr.
+func start(t *testing.T, name, dir, httpAddr string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, http: httpAddr, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+		p.exitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("--- stderr of %s:\n%s", p.name, strings.Join(p.output(), "\n"))
+		}
+	})
+	return p
+}
+
+func (p *proc) output() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// records returns the JSON log records with the given message.
+func (p *proc) records(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range p.output() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (p *proc) kill() {
+	if !p.exited() {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	<-p.done
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		p.t.Fatalf("%s did not exit within %v", p.name, waitTimeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.exitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if p.exitErr != nil {
+		p.t.Fatalf("%s: %v", p.name, p.exitErr)
+	}
+	return 0
+}
+
+// status is the part of GET /v1/status the tests read.
+type status struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	ClusterID string `json:"cluster_id"`
+	Role      string `json:"role"`
+	Term      uint64 `json:"term"`
+	Vote      string `json:"vote"`
+	Leader    string `json:"leader"`
+	Commit    uint64 `json:"commit"`
+	Members   []struct {
+		Name string `json:"name"`
+		ID   string `json:"id"`
+		Addr string `json:"addr"`
+	} `json:"members"`
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+// status fetches the process's status; ok is false while it does not answer.
+func (p *proc) status() (status, bool) {
+	resp, err := httpClient.Get("http://" + p.http + "/v1/status")
+	if err != nil {
+		return status{}, false
+	}
+	defer resp.Body.Close()
+	var st status
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return status{}, false
+	}
+	return st, true
+}
+
+// agreedLeader waits until every given process answers and all name the
+// same leader in the same term, exactly one of them being that leader.
+func agreedLeader(t *testing.T, procs ...*proc) (leader *proc, term uint64) {
+	t.Helper()
+	eventually(t, "all nodes to agree on one leader", func() bool {
+		leader, term = nil, 0
+		var name string
+		for _, p := range procs {
+			st, ok := p.status()
+			if !ok || st.Leader == "none" || (name != "" && (st.Leader != name || st.Term != term)) {
+				return false
+			}
+			name, term = st.Leader, st.Term
+			if st.Role == "leader" {
+				if leader != nil || st.Name != st.Leader {
+					return false
+				}
+				leader = p
+			}
+		}
+		return leader != nil
+	})
+	return leader, term
+}
+
+func isConnReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
