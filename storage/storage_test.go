@@ -462,3 +462,66 @@ func TestDirectoryLocked(t *testing.T) {
 	}
 	_ = s.Close()
 }
+
+// TestConcurrentReadsAndWrites reads while another goroutine appends,
+// snapshots and compacts (run it with -race). Every read must be
+// consistent: the right entries, or ErrCompacted for what was dropped.
+func TestConcurrentReadsAndWrites(t *testing.T) {
+	opts := memOpts(vfs.NewMem(), nil)
+	opts.KeepEntries = 5
+	s := mustOpen(t, opts)
+	const total = 400
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Go(func() {
+			for i := uint64(r); ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if i%7 == 0 {
+					// Snapshots are replaced and pruned meanwhile.
+					if _, err := s.Snapshot(); err != nil {
+						t.Errorf("Snapshot: %v", err)
+						return
+					}
+				}
+				first, _ := s.FirstIndex()
+				last, _ := s.LastIndex()
+				if last < first {
+					continue
+				}
+				lo := first + i%(last-first+1)
+				es, err := s.Entries(lo, last+1, 1<<12)
+				if errors.Is(err, raft.ErrCompacted) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("Entries(%d, %d): %v", lo, last+1, err)
+					return
+				}
+				for k, e := range es {
+					if want := ents(lo+uint64(k), lo+uint64(k), 1)[0]; !reflect.DeepEqual(e, want) {
+						t.Errorf("entry %d: got %v, want %v", lo+uint64(k), e, want)
+						return
+					}
+				}
+			}
+		})
+	}
+	for i := uint64(1); i <= total; i++ {
+		mustSave(t, s, raftpb.HardState{Term: 1, Commit: i - 1}, ents(i, i, 1))
+		if i%50 == 0 {
+			if err := s.SaveSnapshot(snapshotAt(i-10, 1, "state")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Compact(i - 10); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	wg.Wait()
+}
