@@ -120,8 +120,12 @@ type node struct {
 	// readyQueued: a Ready event is scheduled; crashArmed: the next Ready
 	// will be interrupted by a crash.
 	readyQueued, crashArmed bool
-	role                    raft.Role // last observed, for the trace
-	term                    uint64
+	pausedUntil             int64 // the node is frozen until then
+	// work is the Ready being carried out: until its Advance the core
+	// takes inputs but no other Ready is taken.
+	work *readyWork
+	role raft.Role // last observed, for the trace
+	term uint64
 }
 
 // Cluster is the simulated world: nodes, network, clock and scheduler.
@@ -214,7 +218,9 @@ const (
 	evTick     eventKind = iota // a node's clock ticks
 	evDeliver                   // msg arrives at msg.To
 	evLocal                     // the runtime reports to its own core (MsgUnreachable, MsgSnapStatus)
-	evReady                     // a node's runtime handles the core's pending Ready
+	evReady                     // a node's runtime takes the core's pending Ready
+	evPersist                   // ... persists it and sends what waited for that
+	evApply                     // ... applies it and calls Advance
 	evPropose                   // a client proposes at a random node
 	evRead                      // a client asks a random node for a read index
 	evChaos                     // once a tick: crashes, partitions, compactions...
@@ -238,6 +244,29 @@ func (c *Cluster) schedule(ev event) {
 	c.queue.push(ev)
 }
 
+// paused defers an event for a paused node until the pause ends, and
+// reports whether it did. A paused process does nothing at all: its clock
+// stops (a single tick fires when it wakes up) and messages wait for it,
+// then arrive in a burst, in order.
+func (c *Cluster) paused(ev *event) bool {
+	var id uint64
+	switch ev.kind {
+	case evTick, evLocal, evReady, evPersist, evApply:
+		id = ev.node
+	case evDeliver:
+		id = ev.msg.To
+	default:
+		return false
+	}
+	n := c.nodes[id-1]
+	if n.pausedUntil <= c.now {
+		return false
+	}
+	ev.at = n.pausedUntil
+	c.schedule(*ev)
+	return true
+}
+
 // alive returns the node an event is for, or nil if the event is stale: the
 // node crashed since it was scheduled.
 func (c *Cluster) alive(ev *event) *node {
@@ -251,9 +280,12 @@ func (c *Cluster) alive(ev *event) *node {
 // dispatch carries out one event and reports whether it was a step (stale
 // events are not).
 func (c *Cluster) dispatch(ev *event) bool {
+	if c.paused(ev) {
+		return false
+	}
 	var n *node
 	switch ev.kind {
-	case evTick, evLocal, evReady:
+	case evTick, evLocal, evReady, evPersist, evApply:
 		if n = c.alive(ev); n == nil {
 			return false
 		}
@@ -276,7 +308,11 @@ func (c *Cluster) dispatch(ev *event) bool {
 	case evLocal:
 		c.stepCore(n, ev.msg)
 	case evReady:
-		c.handleReady(n)
+		c.takeReady(n)
+	case evPersist:
+		c.persistReady(n)
+	case evApply:
+		c.applyReady(n)
 	case evPropose:
 		c.propose(nil, false)
 		c.schedule(event{at: c.now + 1 + c.rng.Int64N(2*c.opts.Mix.ProposeEvery), kind: evPropose})
@@ -351,7 +387,7 @@ func (c *Cluster) start(n *node) {
 func (c *Cluster) crash(n *node, when string) {
 	n.core = nil
 	n.inc++
-	n.readyQueued, n.crashArmed = false, false
+	n.readyQueued, n.crashArmed, n.work, n.pausedUntil = false, false, nil, 0
 	c.stats.Crashes++
 	c.note(n.id, "CRASH %s", when)
 	if !c.healed {
@@ -369,7 +405,7 @@ func (c *Cluster) touched(n *node) {
 		c.note(n.id, "%v t%d -> %v t%d (lead %d, vote %d)", n.role, n.term, st.Role, st.Term, st.Lead, st.Vote)
 		n.role, n.term = st.Role, st.Term
 	}
-	if !n.readyQueued && n.core.HasReady() {
+	if n.work == nil && !n.readyQueued && n.core.HasReady() {
 		n.readyQueued = true
 		// Disk latency: more work may pile up before the runtime gets to it.
 		c.schedule(event{at: c.now + c.rng.Int64N(10), kind: evReady, node: n.id, inc: n.inc})
@@ -414,49 +450,83 @@ func (p crashPoint) String() string {
 	return [...]string{"", "before persisting", "after persisting, before sending", "before applying", "before Advance"}[p]
 }
 
-// handleReady is the runtime's loop body, exactly as raft.Ready documents
-// it, with an optional crash at one of the points between its steps.
-func (c *Cluster) handleReady(n *node) {
+// readyWork is a Ready the runtime is carrying out.
+type readyWork struct {
+	rd       raft.Ready
+	sendLate bool       // Messages wait until the persist step
+	sync     bool       // all steps in one event; otherwise inputs may come in between
+	crash    crashPoint // where a crash will interrupt this Ready, if anywhere
+}
+
+// takeReady starts the runtime's handling of a Ready, exactly as raft.Ready
+// documents it: send Messages (now, or with the persist step), persist,
+// send MessagesAfterPersist, apply, Advance. A synchronous runtime does it
+// all at once; an asynchronous one lets the core take inputs between the
+// steps, which its contract allows, and which is when a crash may leave a
+// Ready half done.
+func (c *Cluster) takeReady(n *node) {
 	n.readyQueued = false
-	if !n.core.HasReady() {
+	if n.work != nil || !n.core.HasReady() {
 		return
 	}
-	rd := n.core.Ready()
-	crash := noCrash
+	w := &readyWork{rd: n.core.Ready(), sendLate: c.rng.IntN(2) == 0, sync: c.rng.IntN(2) == 0}
 	if n.crashArmed {
-		crash = crashPoint(1 + c.rng.IntN(int(crashBeforeAdvance)))
+		w.crash = crashPoint(1 + c.rng.IntN(int(crashBeforeAdvance)))
 	}
-	// Messages may leave before or while persisting; sometimes the
-	// runtime gets to them only afterwards.
-	sendLate := c.rng.IntN(2) == 0
-	c.line(traceLine{kind: lineReady, node: n.id, rd: summarize(&rd, sendLate, crash)})
-	c.check.ready(n.id, len(c.nodes), &rd)
-	if !sendLate {
-		c.send(n, rd.Messages)
+	n.work = w
+	c.line(traceLine{kind: lineReady, node: n.id, rd: summarize(&w.rd, w.sendLate, w.sync, w.crash)})
+	c.check.ready(n.id, len(c.nodes), &w.rd)
+	if !w.sendLate {
+		c.send(n, w.rd.Messages)
 	}
-	if crash == crashBeforePersist {
-		c.crash(n, crash.String())
+	if w.sync {
+		c.persistReady(n)
+	} else {
+		c.schedule(event{at: c.now + c.rng.Int64N(20), kind: evPersist, node: n.id, inc: n.inc})
+	}
+}
+
+func (c *Cluster) persistReady(n *node) {
+	w := n.work
+	if w.crash == crashBeforePersist {
+		c.crash(n, w.crash.String())
 		return
 	}
-	c.persist(n, &rd)
-	if crash == crashAfterPersist {
-		c.crash(n, crash.String())
+	if !w.sync {
+		c.note(n.id, "ready: persisting, then sending")
+	}
+	c.persist(n, &w.rd)
+	if w.crash == crashAfterPersist {
+		c.crash(n, w.crash.String())
 		return
 	}
-	if sendLate {
-		c.send(n, rd.Messages)
+	if w.sendLate {
+		c.send(n, w.rd.Messages)
 	}
-	c.send(n, rd.MessagesAfterPersist)
-	if crash == crashBeforeApply {
-		c.crash(n, crash.String())
+	c.send(n, w.rd.MessagesAfterPersist)
+	if w.sync {
+		c.applyReady(n)
+	} else {
+		c.schedule(event{at: c.now + c.rng.Int64N(10), kind: evApply, node: n.id, inc: n.inc})
+	}
+}
+
+func (c *Cluster) applyReady(n *node) {
+	w := n.work
+	if w.crash == crashBeforeApply {
+		c.crash(n, w.crash.String())
 		return
 	}
-	c.apply(n, &rd)
-	if crash == crashBeforeAdvance {
-		c.crash(n, crash.String())
+	if !w.sync {
+		c.note(n.id, "ready: applying, then Advance")
+	}
+	c.apply(n, &w.rd)
+	if w.crash == crashBeforeAdvance {
+		c.crash(n, w.crash.String())
 		return
 	}
-	n.core.Advance(rd)
+	n.core.Advance(w.rd)
+	n.work = nil
 	c.touched(n)
 }
 
@@ -703,6 +773,13 @@ func (c *Cluster) chaos() {
 			}
 		}
 	}
+	if m.PauseEvery > 0 && c.rng.IntN(m.PauseEvery) == 0 {
+		if n := c.nodeOrRandom(c.victim()); n != nil && n.pausedUntil <= c.now {
+			ticks := 1 + c.rng.Int64N(int64(3*c.opts.Raft.ElectionTicks))
+			n.pausedUntil = c.now + ticks*TickInterval
+			c.note(n.id, "PAUSE for %d ticks", ticks)
+		}
+	}
 	if m.CompactEvery > 0 && c.rng.IntN(m.CompactEvery) == 0 {
 		if n := c.randomLive(); n != nil {
 			c.compact(n)
@@ -822,7 +899,7 @@ func (c *Cluster) heal() {
 	c.net.Faults = LinkFaults{MinDelay: c.opts.Mix.Link.MinDelay, MaxDelay: c.opts.Mix.Link.MaxDelay}
 	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks", c.opts.LivenessTicks)
 	for _, n := range c.nodes {
-		n.crashArmed = false
+		n.crashArmed, n.pausedUntil = false, 0
 		if n.core == nil {
 			c.start(n)
 		}

@@ -37,6 +37,7 @@ type Mix struct {
 	CrashEvery     int             // ticks between crashes; 0: never
 	MaxDownTicks   int             // a crashed node restarts within this many ticks
 	CrashInReady   float64         // share of crashes that strike while a Ready is half done
+	PauseEvery     int             // ticks between process pauses (GC, SIGSTOP); 0: never
 	CompactEvery   int             // ticks between log compactions on a random node; 0: never
 	LeaderEvery    int             // ticks between forced campaigns or leadership transfers; 0: never
 	ProposeEvery   int64           // time units between client proposals
@@ -56,6 +57,7 @@ var Mixes = []Mix{
 		Name:         "lossy",
 		Link:         LinkFaults{DropRate: 0.15, DupRate: 0.1, LateRate: 0.03, MinDelay: 1, MaxDelay: 150},
 		LeaderEvery:  40,
+		PauseEvery:   30,
 		ProposeEvery: 40, ReadEvery: 200,
 	},
 	{
@@ -85,7 +87,7 @@ var Mixes = []Mix{
 		Link:       LinkFaults{DropRate: 0.05, DupRate: 0.05, LateRate: 0.02, MinDelay: 1, MaxDelay: 100},
 		Partitions: allPartitions, PartitionEvery: 20,
 		CrashEvery: 20, MaxDownTicks: 40, CrashInReady: 0.5,
-		CompactEvery: 30, LeaderEvery: 60,
+		CompactEvery: 30, LeaderEvery: 60, PauseEvery: 40,
 		ProposeEvery: 30, ReadEvery: 150,
 	},
 }

@@ -47,12 +47,13 @@ type readySummary struct {
 	applyFirst, applyLast uint64
 	reads                 int
 	sendLate              bool // Messages waited for the persist step
+	sync                  bool // the runtime did it all in one step
 	crash                 crashPoint
 }
 
-func summarize(rd *raft.Ready, sendLate bool, crash crashPoint) readySummary {
+func summarize(rd *raft.Ready, sendLate, sync bool, crash crashPoint) readySummary {
 	s := readySummary{hs: rd.HardState, snap: rd.Snapshot.Metadata.Index, early: len(rd.Messages),
-		after: len(rd.MessagesAfterPersist), reads: len(rd.ReadStates), sendLate: sendLate, crash: crash}
+		after: len(rd.MessagesAfterPersist), reads: len(rd.ReadStates), sendLate: sendLate, sync: sync, crash: crash}
 	if n := len(rd.Entries); n > 0 {
 		s.entFirst, s.entLast = rd.Entries[0].Index, rd.Entries[n-1].Index
 	}
@@ -163,5 +164,9 @@ func (s readySummary) String() string {
 	if s.crash != noCrash {
 		parts = append(parts, "CRASH "+s.crash.String())
 	}
-	return "ready: " + strings.Join(parts, "; ")
+	how := "ready (async): "
+	if s.sync {
+		how = "ready: "
+	}
+	return how + strings.Join(parts, "; ")
 }
