@@ -107,6 +107,13 @@ func newCluster(t testing.TB, tweak func(*Config)) *cluster {
 	return c
 }
 
+// slowWrites gives writes of values near the size limit, which take a
+// while on a busy machine, the time they need.
+func slowWrites(cfg *Config) {
+	cfg.Timeout = waitTimeout
+	cfg.ProposalTimeout = waitTimeout
+}
+
 // start starts node i, with a fresh store restored from its data
 // directory, and its server.
 func (c *cluster) start(i int) {
@@ -140,8 +147,10 @@ func (c *cluster) start(i int) {
 	c.nodes[i], c.srvs[i] = n, srv
 	c.rdbs[i] = redis.NewClient(&redis.Options{
 		Addr:       srv.RedisAddr(),
-		MaxRetries: -1, // the tests want to see every error
-		PoolSize:   64,
+		MaxRetries:   -1, // the tests want to see every error
+		PoolSize:     64,
+		ReadTimeout:  waitTimeout,
+		WriteTimeout: waitTimeout,
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,7 +325,7 @@ func TestRESPRawProtocol(t *testing.T) {
 }
 
 func TestRESPLimits(t *testing.T) {
-	c := newCluster(t, nil)
+	c := newCluster(t, slowWrites)
 	ctx := testContext(t)
 	rdb := c.rdbs[1]
 	big := strings.Repeat("v", kv.MaxValueSize+1)
@@ -348,4 +349,226 @@ func TestRESPLimits(t *testing.T) {
 		{args: []any{"APPEND", "k", "x"}, wantErr: kv.ErrValueTooLarge.Error()},
 		{args: []any{"STRLEN", "k"}, want: int64(kv.MaxValueSize)},
 	})
+}
+
+// TestRESPPipeline checks that a pipeline's replies come in order and that
+// each command sees the effect of those before it, whatever stages the
+// server cut the pipeline into.
+func TestRESPPipeline(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	rdb := c.rdbs[c.followers(c.leader())[0]]
+	pipe := rdb.Pipeline()
+	var sets []*redis.StatusCmd
+	var reads []*redis.StringCmd
+	for i := range 200 {
+		sets = append(sets, pipe.Set(ctx, fmt.Sprintf("p%03d", i), i, 0))
+	}
+	for i := range 200 {
+		reads = append(reads, pipe.Get(ctx, fmt.Sprintf("p%03d", i)))
+	}
+	var incrs []*redis.IntCmd
+	for range 20 {
+		incrs = append(incrs, pipe.Incr(ctx, "counter"))
+	}
+	set := pipe.Set(ctx, "x", "1", 0)
+	get := pipe.Get(ctx, "x")
+	appendx := pipe.Append(ctx, "x", "2")
+	get2 := pipe.Get(ctx, "x")
+	bad := pipe.Do(ctx, "NOPE")
+	del := pipe.Del(ctx, "x", "p000")
+	exists := pipe.Exists(ctx, "x", "p000", "p001")
+	if _, err := pipe.Exec(ctx); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("pipeline: %v; want the unknown command's error", err)
+	}
+	for i, s := range sets {
+		if s.Err() != nil {
+			t.Fatalf("SET %d: %v", i, s.Err())
+		}
+	}
+	for i, r := range reads {
+		if v, err := r.Result(); err != nil || v != fmt.Sprint(i) {
+			t.Fatalf("GET p%03d = %q, %v; want %d", i, v, err, i)
+		}
+	}
+	for i, r := range incrs {
+		if v, err := r.Result(); err != nil || v != int64(i+1) {
+			t.Fatalf("INCR #%d = %d, %v; want %d", i+1, v, err, i+1)
+		}
+	}
+	if set.Err() != nil || get.Val() != "1" || appendx.Val() != 2 || get2.Val() != "12" || bad.Err() == nil || del.Val() != 2 || exists.Val() != 1 {
+		t.Fatalf("SET %v, GET %q, APPEND %d, GET %q, NOPE %v, DEL %d, EXISTS %d", set.Err(), get.Val(), appendx.Val(), get2.Val(), bad.Err(), del.Val(), exists.Val())
+	}
+}
+
+// TestRESPConcurrentIncr has many clients increment one counter through
+// every node at once: each increment is applied exactly once, and all
+// of them are visible from every node afterwards.
+func TestRESPConcurrentIncr(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	const clients, each = 48, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		rdb := c.rdbs[i%len(c.rdbs)]
+		wg.Go(func() {
+			for range each {
+				if err := rdb.Incr(ctx, "counter").Err(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, rdb := range c.rdbs {
+		if v, err := rdb.Get(ctx, "counter").Int(); err != nil || v != clients*each {
+			t.Fatalf("counter on node %d = %d, %v; want %d", i+1, v, err, clients*each)
+		}
+	}
+}
+
+// TestRESPNoLeader stops two nodes: the survivor cannot learn a leader, so
+// linearizable commands fail with TRYAGAIN after the bounded wait, while a
+// READONLY connection still reads its local state.
+func TestRESPNoLeader(t *testing.T) {
+	c := newCluster(t, func(cfg *Config) { cfg.Timeout = 200 * time.Millisecond })
+	ctx := testContext(t)
+	if err := c.rdbs[0].Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.leader()
+	// Node 3 has applied the write once its linearizable read sees it.
+	if v, err := c.rdbs[2].Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("GET k from node 3 = %q, %v", v, err)
+	}
+	c.stop(0)
+	c.stop(1)
+	eventually(t, "node 3 to lose its leader", func() bool { return c.nodes[2].Status().Lead == 0 })
+
+	rdb := c.rdbs[2]
+	runSteps(t, rdb, []step{
+		{args: []any{"SET", "k", "w"}, wantErr: "TRYAGAIN no leader within 200ms: the write was not applied"},
+		{args: []any{"GET", "k"}, wantErr: "TRYAGAIN no leader within 200ms: could not confirm a linearizable read, nothing was changed"},
+		{args: []any{"PING"}, want: "PONG"},
+	})
+	conn := rdb.Conn()
+	defer conn.Close()
+	if err := conn.ReadOnly(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := conn.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("READONLY GET k = %q, %v; want the local value", v, err)
+	}
+	if err := conn.ReadWrite(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("GET after READWRITE: %v; want TRYAGAIN", err)
+	}
+}
+
+// TestRESPLeaderFailover stops the leader while clients write through the
+// other nodes: writes resume under the new leader, and every acknowledged
+// write is readable afterwards from both survivors.
+func TestRESPLeaderFailover(t *testing.T) {
+	c := newCluster(t, func(cfg *Config) { cfg.Timeout = 5 * time.Second })
+	ctx := testContext(t)
+	lead := c.leader()
+	fs := c.followers(lead)
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		rdb := c.rdbs[fs[w%2]]
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("w%d-%d", w, i)
+				if err := rdb.Set(ctx, key, "x", 0).Err(); err != nil {
+					if !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+						t.Errorf("SET %s: %v", key, err)
+						return
+					}
+					continue
+				}
+				mu.Lock()
+				acked[key] = true
+				mu.Unlock()
+			}
+		})
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	eventually(t, "writes before the failover", func() bool { return count() >= 50 })
+	c.stop(lead)
+	before := count()
+	eventually(t, "writes after the failover", func() bool { return count() >= before+50 })
+	close(stop)
+	wg.Wait()
+	for _, i := range fs {
+		for key := range acked {
+			if err := c.rdbs[i].Get(ctx, key).Err(); err != nil {
+				t.Fatalf("acknowledged %s missing on node %d: %v", key, i+1, err)
+			}
+		}
+	}
+}
+
+func TestRESPMaxClients(t *testing.T) {
+	c := newCluster(t, func(cfg *Config) { cfg.MaxClients = 2 })
+	addr := c.srvs[0].RedisAddr()
+	a, b := dialRaw(t, addr), dialRaw(t, addr)
+	a.send("PING\r\n")
+	a.expect("+PONG\r\n")
+	b.send("PING\r\n")
+	b.expect("+PONG\r\n")
+	third := dialRaw(t, addr)
+	third.expect("-ERR max number of clients reached\r\n")
+	third.expectClosed()
+	a.nc.Close()
+	eventually(t, "a slot to free up", func() bool { return c.srvs[0].resp.clients() < 2 })
+	d := dialRaw(t, addr)
+	d.send("PING\r\n")
+	d.expect("+PONG\r\n")
+}
+
+// TestRESPRestartCatchUp restarts a node that missed more writes than the
+// leader keeps in its log: it catches up from a snapshot of the kv store
+// (through StateMachine.Snapshot and Restore) and serves them all.
+func TestRESPRestartCatchUp(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := testContext(t)
+	lead := c.leader()
+	down := c.followers(lead)[0]
+	c.stop(down)
+	pipe := c.rdbs[lead].Pipeline()
+	for i := range 500 {
+		pipe.Set(ctx, fmt.Sprintf("k%03d", i), i, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.start(down)
+	for i := range 500 {
+		if v, err := c.rdbs[down].Get(ctx, fmt.Sprintf("k%03d", i)).Int(); err != nil || v != i {
+			t.Fatalf("k%03d on the restarted node = %d, %v; want %d", i, v, err, i)
+		}
+	}
+	if n, err := c.rdbs[down].DBSize(ctx).Result(); err != nil || n != 500 {
+		t.Fatalf("DBSIZE on the restarted node = %d, %v; want 500", n, err)
+	}
 }
