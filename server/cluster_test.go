@@ -146,7 +146,7 @@ func (c *cluster) start(i int) {
 	}
 	c.nodes[i], c.srvs[i] = n, srv
 	c.rdbs[i] = redis.NewClient(&redis.Options{
-		Addr:       srv.RedisAddr(),
+		Addr:         srv.RedisAddr(),
 		MaxRetries:   -1, // the tests want to see every error
 		PoolSize:     64,
 		ReadTimeout:  waitTimeout,
