@@ -104,6 +104,11 @@ type Config struct {
 	// a full snapshot. Default 5000; negative means none.
 	CatchUpEntries int
 
+	// MaxProposalBytes bounds one proposal's data. The log and the peer
+	// transport both refuse records above 64 MiB, so a larger entry could
+	// never be stored or replicated. Default 32 MiB.
+	MaxProposalBytes int
+
 	// StateMachine receives committed commands.
 	StateMachine StateMachine
 	// Logger receives the node's logs. Default slog.Default().
@@ -112,11 +117,12 @@ type Config struct {
 
 // Defaults for Config fields left zero.
 const (
-	DefaultTickInterval    = 100 * time.Millisecond
-	DefaultElectionTicks   = 10
-	DefaultHeartbeatTicks  = 1
-	DefaultSnapshotEntries = 10000
-	DefaultCatchUpEntries  = 5000
+	DefaultTickInterval     = 100 * time.Millisecond
+	DefaultElectionTicks    = 10
+	DefaultHeartbeatTicks   = 1
+	DefaultSnapshotEntries  = 10000
+	DefaultCatchUpEntries   = 5000
+	DefaultMaxProposalBytes = 32 << 20
 )
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -146,6 +152,9 @@ func (c Config) withDefaults() Config {
 		c.CatchUpEntries = DefaultCatchUpEntries
 	case c.CatchUpEntries < 0:
 		c.CatchUpEntries = 0
+	}
+	if c.MaxProposalBytes == 0 {
+		c.MaxProposalBytes = DefaultMaxProposalBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -191,6 +200,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TickInterval < 0 {
 		errs = append(errs, fmt.Errorf("TickInterval must not be negative, got %v", c.TickInterval))
+	}
+	if c.MaxProposalBytes < 0 || c.MaxProposalBytes > DefaultMaxProposalBytes {
+		errs = append(errs, fmt.Errorf("MaxProposalBytes must be in [0, %d], got %d", DefaultMaxProposalBytes, c.MaxProposalBytes))
 	}
 	if c.ElectionTicks < 0 || c.HeartbeatTicks < 0 {
 		errs = append(errs, errors.New("ElectionTicks and HeartbeatTicks must not be negative"))

@@ -14,6 +14,9 @@ var (
 	// (context expired, node stopped) before it was seen applied. It may or
 	// may not be applied later; only a read can tell.
 	ErrOutcomeUnknown = errors.New("node: proposal outcome unknown")
+	// ErrProposalTooLarge: the proposal exceeds Config.MaxProposalBytes; it
+	// was not applied.
+	ErrProposalTooLarge = errors.New("node: proposal too large")
 	// ErrMembershipMismatch: the data directory belongs to another node or
 	// cluster than the configuration says.
 	ErrMembershipMismatch = errors.New("node: data directory belongs to another node or cluster")

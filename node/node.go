@@ -303,7 +303,11 @@ func (n *Node) handleReady() error {
 			return fmt.Errorf("persist snapshot at %d from the leader: %w", rd.Snapshot.Metadata.Index, err)
 		}
 	}
-	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
+	// A Ready that only moves the commit index is not written: the commit
+	// index need not be durable (a restarted node learns it again), and
+	// the next Save that must happen carries the whole hard state anyway.
+	// This saves followers an fsync per commit.
+	if rd.MustSync {
 		if err := n.store.Save(rd.HardState, rd.Entries); err != nil {
 			return fmt.Errorf("persist hard state and %d entries: %w", len(rd.Entries), err)
 		}
@@ -383,8 +387,8 @@ func (n *Node) Err() error {
 // Propose replicates data and returns the StateMachine's result of applying
 // it on this node. On error, the value tells whether the command may still
 // be applied: errors wrapping ErrOutcomeUnknown mean it may; any other error
-// (ErrNoLeader, ErrStopped alone, ctx expiry before the proposal left the
-// caller) means it was not and will not be.
+// (ErrNoLeader, ErrProposalTooLarge, ErrStopped alone, ctx expiry before the
+// proposal left the caller) means it was not and will not be.
 //
 // ctx should carry a deadline: a proposal lost in a leader change is never
 // applied and only the deadline ends the wait.
@@ -393,6 +397,9 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	// a queued proposal's outcome is unknown.
 	if err := n.stoppedOr(ctx); err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
+	}
+	if len(data) > n.cfg.MaxProposalBytes {
+		return nil, fmt.Errorf("propose %d bytes: %w (limit %d)", len(data), ErrProposalTooLarge, n.cfg.MaxProposalBytes)
 	}
 	id, env, fut := n.pending.addProposal(data)
 	errc := make(chan error, 1)

@@ -14,10 +14,13 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/raftkv/raftkv/raft"
+	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/storage"
 )
 
 // waitTimeout bounds every wait in these tests; it is a deadline for
@@ -613,4 +616,63 @@ func FuzzDecodeMembership(f *testing.F) {
 			t.Fatalf("decoded membership %+v does not contain its own node", m)
 		}
 	})
+}
+
+func TestOversizeProposalRefused(t *testing.T) {
+	c := startCluster(t, 1, func(cfg *Config) { cfg.MaxProposalBytes = 1 << 10 })
+	c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := c.nodes[0].Propose(ctx, make([]byte, 1<<10+1)); !errors.Is(err, ErrProposalTooLarge) {
+		t.Fatalf("oversize proposal: got %v, want ErrProposalTooLarge", err)
+	}
+	c.propose(0, "still works")
+}
+
+// failingStore makes Save fail once fail is set, as a dying disk would.
+type failingStore struct {
+	logStore
+	fail *atomic.Bool
+}
+
+var errDiskGone = errors.New("disk gone")
+
+func (s failingStore) Save(hs raftpb.HardState, ents []raftpb.Entry) error {
+	if s.fail.Load() {
+		return errDiskGone
+	}
+	return s.logStore.Save(hs, ents)
+}
+
+func TestFailedWriteStopsTheNode(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	cfg := c.cfgs[0].withDefaults()
+	cfg.StateMachine = &recorder{}
+	store, err := storage.Open(cfg.DataDir, storage.Options{NodeID: cfg.ID, ClusterID: cfg.ClusterID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	n, err := start(cfg, failingStore{store, &fail}, true, Membership{ClusterID: cfg.ClusterID, ID: cfg.ID, Members: cfg.Members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0] = n
+	c.leader()
+	c.propose(0, "durable")
+
+	fail.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := n.Propose(ctx, []byte("lost")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("propose when the disk fails: got %v, want ErrStopped", err)
+	}
+	<-n.Done()
+	if !errors.Is(n.Err(), errDiskGone) {
+		t.Fatalf("Err() = %v, want the write failure", n.Err())
+	}
+	if err := n.Close(); !errors.Is(err, errDiskGone) {
+		t.Fatalf("Close() = %v, want the write failure", err)
+	}
+	c.nodes[0] = nil
 }
