@@ -6,8 +6,9 @@
 // # Layout
 //
 // A data directory holds IDENTITY (the node and cluster ids, written once),
-// wal/ (segments of checksummed records) and snap/ (snapshot files). The
-// WAL records are, besides the WAL's own bookkeeping:
+// LOCK (held while the directory is open, so two processes cannot share
+// it), wal/ (segments of checksummed records) and snap/ (snapshot files).
+// The WAL records are, besides the WAL's own bookkeeping:
 //
 //	entry       a raftpb.Entry; an entry at an index the log already has
 //	            replaces it and everything after (a leader overwriting a

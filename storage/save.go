@@ -24,8 +24,9 @@ type saveReq struct {
 // conflicting suffix requires. The Storage keeps the entries' Data without
 // copying it: do not modify it afterwards.
 //
-// A failed write or fsync leaves the Storage failed (ErrFailed); invalid
-// arguments give ErrInvalid and change nothing.
+// Concurrent Saves take effect in the order they queue up. A failed write
+// or fsync leaves the Storage failed (ErrFailed); invalid arguments give
+// ErrInvalid and change nothing.
 func (s *Storage) Save(hs raftpb.HardState, ents []raftpb.Entry) error {
 	req := &saveReq{hs: hs, ents: ents}
 	s.mu.Lock()
@@ -98,7 +99,6 @@ func (v *view) check(req *saveReq) error {
 			if k > 0 && (e.Index != req.ents[k-1].Index+1 || e.Term < req.ents[k-1].Term) {
 				return invalidEntries(req.ents, "entry %d (term %d) does not follow entry %d (term %d)", e.Index, e.Term, req.ents[k-1].Index, req.ents[k-1].Term)
 			}
-			// The encoding adds a version byte and three varints.
 			if len(e.Data) > maxEntryData {
 				return invalidEntries(req.ents, "entry %d holds %d bytes, over the %d byte limit", e.Index, len(e.Data), maxEntryData)
 			}
@@ -130,7 +130,8 @@ func (v *view) check(req *saveReq) error {
 	return nil
 }
 
-// maxEntryData bounds an entry's Data so its record fits wal.MaxRecordSize.
+// maxEntryData bounds an entry's Data so its record fits wal.MaxRecordSize
+// (the encoding adds a version byte, three varints and a length).
 const maxEntryData = wal.MaxRecordSize - 32
 
 func invalidEntries(es []raftpb.Entry, format string, args ...any) error {
@@ -174,7 +175,8 @@ func (s *Storage) commit(group []*saveReq) {
 	}
 	pos, err := s.write()
 	if s.batch.Len() > 4<<20 {
-		s.batch = wal.Batch{} // do not hold on to the memory of a huge batch
+		// Do not hold on to the memory of a huge batch.
+		s.batch, s.buf = wal.Batch{}, nil
 	}
 	if err != nil {
 		for _, req := range valid {
@@ -251,8 +253,8 @@ func (s *Storage) fail(err error) error {
 	return fmt.Errorf("%w: %w", ErrFailed, err)
 }
 
-// SaveSnapshot durably stores snap and bases the log on it: if the log
-// holds snap's last entry (same index and term) it is kept, otherwise it
+// SaveSnapshot durably stores the snapshot sn and bases the log on it: if
+// the log holds its last entry (same index and term) it is kept, otherwise it
 // is replaced by the snapshot. Older snapshot files are then removed. A
 // snapshot older than the current one is refused with ErrSnapshotOutOfDate;
 // saving the current one again does nothing.
