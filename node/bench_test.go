@@ -10,17 +10,23 @@ import (
 // BenchmarkPropose measures one proposal's round trip through the leader of
 // a 3-node loopback cluster: replicate, persist, commit, apply.
 func BenchmarkPropose(b *testing.B) {
-	benchPropose(b, false)
+	benchPropose(b, 3, false)
 }
 
 // BenchmarkProposeParallel measures throughput with many concurrent
 // proposers, which the loop batches into shared appends and fsyncs.
 func BenchmarkProposeParallel(b *testing.B) {
-	benchPropose(b, true)
+	benchPropose(b, 3, true)
 }
 
-func benchPropose(b *testing.B, parallel bool) {
-	c := newCluster(b, 3, func(cfg *Config) { cfg.Logger = slog.New(slog.DiscardHandler) })
+// BenchmarkProposeSingleNode is bounded by one fsync per proposal; it
+// would show a loop that waits for a tick before committing its own write.
+func BenchmarkProposeSingleNode(b *testing.B) {
+	benchPropose(b, 1, false)
+}
+
+func benchPropose(b *testing.B, size int, parallel bool) {
+	c := newCluster(b, size, func(cfg *Config) { cfg.Logger = slog.New(slog.DiscardHandler) })
 	for i := range c.cfgs {
 		c.cfgs[i].StateMachine = nopMachine{}
 		n, err := Start(c.cfgs[i])

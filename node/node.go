@@ -236,12 +236,20 @@ func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
+		// Advancing one Ready can make the next one (a leader's own write
+		// commits entries): then do not wait for input, but still take
+		// what is there, so that a busy core does not starve it.
+		var pending <-chan struct{}
+		if n.core.HasReady() {
+			pending = alwaysReady
+		}
 		select {
 		case <-ticker.C:
 			n.core.Tick()
 		case ev := <-n.inbox:
 			n.step(ev)
 			n.stepQueued()
+		case <-pending:
 		case <-n.stopc:
 			return
 		}
@@ -254,6 +262,13 @@ func (n *Node) run() {
 		n.publishStatus()
 	}
 }
+
+// alwaysReady is a closed channel: receiving from it never blocks.
+var alwaysReady = func() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // stepQueued steps whatever else queued meanwhile, so that it is persisted
 // with the same write; the bound keeps a flood from starving the disk and
