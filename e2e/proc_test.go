@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,38 +18,70 @@ import (
 	"time"
 )
 
-// bin is the raftkv binary TestMain builds.
-var bin string
+// bin is the raftkv binary, built once by the first test that needs it,
+// into binDir, which TestMain removes.
+var (
+	buildOnce sync.Once
+	binDir    string
+	bin       string
+	buildErr  error
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	flag.Parse()
-	if !testing.Short() && os.Getenv("RAFTKV_E2E_SKIP") == "" {
-		dir, err := os.MkdirTemp("", "raftkv-e2e-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "raftkv")
-		build := exec.Command("go", "build", "-o", bin, "github.com/raftkv/raftkv/cmd/raftkv")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build raftkv: %v\n", err)
-			return 1
-		}
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
-	return m.Run()
+	os.Exit(code)
 }
 
 func needBinary(t *testing.T) {
 	t.Helper()
-	if bin == "" {
-		t.Skip("end-to-end tests start real processes; skipped with -short or RAFTKV_E2E_SKIP")
+	if testing.Short() {
+		t.Skip("end-to-end tests start real processes; skipped with -short")
 	}
+	// Built here rather than in TestMain because the go command only sees
+	// the files a test opens once m.Run has started (see touchSources).
+	buildOnce.Do(func() {
+		if buildErr = touchSources(); buildErr != nil {
+			return
+		}
+		if binDir, buildErr = os.MkdirTemp("", "raftkv-e2e-bin"); buildErr != nil {
+			return
+		}
+		bin = filepath.Join(binDir, "raftkv")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/raftkv/raftkv/cmd/raftkv").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build raftkv: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+// touchSources stats every Go source of the module. The go command caches
+// test results keyed on the files a test opened; the binary is built in a
+// subprocess it does not see, so without this a change to the binary's
+// code would replay a stale cached pass.
+func touchSources() error {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != root {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, err = os.Stat(path)
+		}
+		return err
+	})
 }
 
 // waitTimeout bounds every wait for a condition; conditions are polled.
