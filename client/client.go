@@ -348,7 +348,7 @@ func (c *Client) do(ctx context.Context, r request) ([]byte, error) {
 		if status == http.StatusServiceUnavailable {
 			e := replyError(status, body)
 			last = e.err
-			maybeApplied = maybeApplied || e.outcome == "unknown"
+			maybeApplied = maybeApplied || (r.write && e.outcome == "unknown")
 			c.failover(ep)
 			continue
 		}
