@@ -198,20 +198,14 @@ func (s *Server) httpPut(w http.ResponseWriter, r *http.Request, q url.Values, r
 	if c.NX && c.XX {
 		return badRequest("nx and xx exclude each other")
 	}
-	if err := s.writeArgs(w, r, &c, rest, true); err != nil {
-		return err
-	}
-	res, err := s.write(r.Context(), &c)
-	if err = firstErr(err, res.Err); err != nil {
-		return err
-	}
-	out := PutJSON{Written: res.Int == 1}
-	if c.GetOld {
-		prev := enc.encode(res.Value.Data)
-		out.Prev, out.PrevFound = &prev, &res.Value.Found
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return s.httpWrite(w, r, &c, rest, func(res kv.Result) any {
+		out := PutJSON{Written: res.Int == 1}
+		if c.GetOld {
+			prev := enc.encode(res.Value.Data)
+			out.Prev, out.PrevFound = &prev, &res.Value.Found
+		}
+		return out
+	})
 }
 
 func (s *Server) httpCAS(w http.ResponseWriter, r *http.Request, q url.Values, rest string) error {
@@ -221,29 +215,12 @@ func (s *Server) httpCAS(w http.ResponseWriter, r *http.Request, q url.Values, r
 		}
 	}
 	c := kv.Command{Op: kv.OpCAS, Expected: []byte(q.Get("cas"))}
-	if err := s.writeArgs(w, r, &c, rest, true); err != nil {
-		return err
-	}
-	res, err := s.write(r.Context(), &c)
-	if err = firstErr(err, res.Err); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, CASJSON{Swapped: res.Int == 1})
-	return nil
+	return s.httpWrite(w, r, &c, rest, func(res kv.Result) any { return CASJSON{Swapped: res.Int == 1} })
 }
 
 func (s *Server) httpDelete(w http.ResponseWriter, r *http.Request, rest string) error {
 	c := kv.Command{Op: kv.OpDel}
-	if err := s.writeArgs(w, r, &c, rest, false); err != nil {
-		return err
-	}
-	c.Keys, c.Key = [][]byte{c.Key}, nil
-	res, err := s.write(r.Context(), &c)
-	if err = firstErr(err, res.Err); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, DeleteJSON{Deleted: res.Int > 0})
-	return nil
+	return s.httpWrite(w, r, &c, rest, func(res kv.Result) any { return DeleteJSON{Deleted: res.Int > 0} })
 }
 
 func (s *Server) httpIncr(w http.ResponseWriter, r *http.Request, q url.Values, rest string) error {
@@ -255,44 +232,42 @@ func (s *Server) httpIncr(w http.ResponseWriter, r *http.Request, q url.Values, 
 		}
 		c.Delta = by
 	}
-	if err := s.writeArgs(w, r, &c, rest, false); err != nil {
-		return err
-	}
-	res, err := s.write(r.Context(), &c)
-	if err = firstErr(err, res.Err); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, IncrJSON{Value: res.Int})
-	return nil
+	return s.httpWrite(w, r, &c, rest, func(res kv.Result) any { return IncrJSON{Value: res.Int} })
 }
 
 func (s *Server) httpAppend(w http.ResponseWriter, r *http.Request, rest string) error {
 	c := kv.Command{Op: kv.OpAppend}
-	if err := s.writeArgs(w, r, &c, rest, true); err != nil {
-		return err
-	}
-	res, err := s.write(r.Context(), &c)
-	if err = firstErr(err, res.Err); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, AppendJSON{Length: res.Int})
-	return nil
+	return s.httpWrite(w, r, &c, rest, func(res kv.Result) any { return AppendJSON{Length: res.Int} })
 }
 
-// writeArgs fills in a write's key, request id and, if withBody, its value
-// from the request body.
-func (s *Server) writeArgs(w http.ResponseWriter, r *http.Request, c *kv.Command, rest string, withBody bool) error {
-	var err error
-	if c.Key, err = pathKey(rest); err != nil {
+// httpWrite completes c from the request (the key from the path, the
+// request id from RequestIDHeader, the value from the body for the ops
+// that take one), replicates it and replies with reply's JSON.
+func (s *Server) httpWrite(w http.ResponseWriter, r *http.Request, c *kv.Command, rest string, reply func(kv.Result) any) error {
+	key, err := pathKey(rest)
+	if err != nil {
 		return err
+	}
+	if c.Op == kv.OpDel {
+		c.Keys = [][]byte{key}
+	} else {
+		c.Key = key
 	}
 	if c.ID, err = requestID(r.Header.Get(RequestIDHeader)); err != nil {
 		return err
 	}
-	if withBody {
-		c.Value, err = readBody(w, r)
+	switch c.Op {
+	case kv.OpSet, kv.OpCAS, kv.OpAppend:
+		if c.Value, err = readBody(w, r); err != nil {
+			return err
+		}
 	}
-	return err
+	res, err := s.write(r.Context(), c)
+	if err = firstErr(err, res.Err); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, reply(res))
+	return nil
 }
 
 // pathKey decodes the key from the escaped path after /v1/kv/.
