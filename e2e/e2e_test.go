@@ -124,31 +124,32 @@ func TestOriginalFormLeaderSurvivesKill9(t *testing.T) {
 	}
 }
 
-// serveCluster starts three nodes with "raftkv serve".
-func serveCluster(t *testing.T) []*proc {
+// serveCluster starts three nodes with "raftkv serve" and returns them
+// with their data directories.
+func serveCluster(t *testing.T) (procs []*proc, dataDirs []string) {
 	peers := freePorts(t, 3)
 	https := freePorts(t, 3)
 	var cluster []string
 	for i, addr := range peers {
 		cluster = append(cluster, fmt.Sprintf("n%d=%s", i+1, addr))
 	}
-	var procs []*proc
 	for i := range 3 {
 		// Half the flags through the environment, as RAFTKV_<FLAG>.
+		dataDirs = append(dataDirs, t.TempDir())
 		env := []string{
 			"RAFTKV_CLUSTER=" + strings.Join(cluster, ","),
 			"RAFTKV_LOG_FORMAT=json",
-			"RAFTKV_DATA_DIR=" + t.TempDir(),
+			"RAFTKV_DATA_DIR=" + dataDirs[i],
 		}
 		procs = append(procs, start(t, fmt.Sprintf("n%d", i+1), t.TempDir(), https[i], env,
 			"serve", "--id", fmt.Sprintf("n%d", i+1), "--http-addr", https[i]))
 	}
-	return procs
+	return procs, dataDirs
 }
 
 func TestPeerPortSurvivesGarbage(t *testing.T) {
 	needBinary(t)
-	procs := serveCluster(t)
+	procs, dataDirs := serveCluster(t)
 	leader, term := agreedLeader(t, procs...)
 
 	// Attack a follower, posing as the other follower where a sender is
@@ -203,6 +204,17 @@ func TestPeerPortSurvivesGarbage(t *testing.T) {
 	// The cluster still works, and nobody was disrupted into an election.
 	if l, tm := agreedLeader(t, procs...); l != leader || tm != term {
 		t.Fatalf("after the attacks %s leads term %d, want %s leading term %d", l.name, tm, leader.name, term)
+	}
+
+	// A restart needs only the data directory: id and cluster are on disk.
+	victim.cmd.Process.Signal(syscall.SIGTERM)
+	if code := victim.wait(); code != 0 {
+		t.Fatalf("%s exited with %d after SIGTERM, want 0", victim.name, code)
+	}
+	i := indexOf(procs, victim)
+	procs[i] = start(t, victim.name, t.TempDir(), victim.http, nil, "serve", "--data-dir", dataDirs[i], "--http-addr", victim.http)
+	if l, tm := agreedLeader(t, procs...); l != leader || tm != term {
+		t.Fatalf("after restarting %s from its data directory alone, %s leads term %d, want %s leading term %d", victim.name, l.name, tm, leader.name, term)
 	}
 }
 
