@@ -133,8 +133,8 @@ func newCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 			DataDir:         t.TempDir(),
 			Members:         members,
 			TickInterval:    10 * time.Millisecond,
-			ElectionTicks:   10,
-			HeartbeatTicks:  1,
+			ElectionTicks:   20, // 200-400ms: elections stay rare on a loaded CI machine
+			HeartbeatTicks:  2,
 			SnapshotEntries: 1000,
 			Logger:          testLogger(t).With("test_node", i+1),
 		}
@@ -230,28 +230,39 @@ func (c *cluster) follower(lead int) int {
 	return -1
 }
 
+// propose proposes cmd through node i and returns the index it was applied
+// at.
 func (c *cluster) propose(i int, cmd string) uint64 {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	res, err := c.nodes[i].Propose(ctx, []byte(cmd))
+	res, err := proposeWhenLed(ctx, c.nodes[i], cmd)
 	if err != nil {
 		c.t.Fatalf("propose %q through node %d: %v", cmd, i+1, err)
 	}
 	return res.(uint64)
 }
 
-// proposeRetry proposes through whichever node leads, retrying while
-// there is no leader: for tests that kill leaders.
-func (c *cluster) proposeRetry(cmd string) {
-	c.t.Helper()
-	eventually(c.t, "proposal "+cmd+" applied", func() bool {
-		lead := c.leader()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := c.nodes[lead].Propose(ctx, []byte(cmd))
-		return err == nil
+// proposeWhenLed proposes cmd through n, retrying while n knows no leader.
+func proposeWhenLed(ctx context.Context, n *Node, cmd string) (res any, err error) {
+	err = whenLed(ctx, func() error {
+		res, err = n.Propose(ctx, []byte(cmd))
+		return err
 	})
+	return res, err
+}
+
+// whenLed retries f while it fails with ErrNoLeader (an election on a
+// loaded machine). That error guarantees nothing was done, so a retried
+// proposal cannot apply twice.
+func whenLed(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if !errors.Is(err, ErrNoLeader) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond) // polling for a leader, with ctx as the deadline
+	}
 }
 
 // waitApplied waits until node i's state machine holds exactly want.
@@ -283,7 +294,7 @@ func TestElectProposeThroughFollowerAndRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	commit := c.nodes[lead].Status().Commit
-	if err := c.nodes[f].ReadIndex(ctx); err != nil {
+	if err := whenLed(ctx, func() error { return c.nodes[f].ReadIndex(ctx) }); err != nil {
 		t.Fatalf("ReadIndex on a follower: %v", err)
 	}
 	if got := c.nodes[f].Status().Applied; got < commit {
@@ -301,7 +312,7 @@ func TestConcurrentProposalsAllApplyOnce(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-				_, err := c.nodes[(lead+w)%3].Propose(ctx, []byte(fmt.Sprintf("w%d-%d", w, i)))
+				_, err := proposeWhenLed(ctx, c.nodes[(lead+w)%3], fmt.Sprintf("w%d-%d", w, i))
 				cancel()
 				if err != nil {
 					errs <- err
@@ -419,7 +430,7 @@ func TestLeaderKilledNewLeaderElected(t *testing.T) {
 	if st := c.nodes[next].Status(); next == lead || st.Term <= oldTerm {
 		t.Fatalf("new leader node %d at term %d, want another node at a term above %d", next+1, st.Term, oldTerm)
 	}
-	c.proposeRetry("after failover")
+	c.propose(c.leader(), "after failover")
 	c.start(lead)
 	c.waitApplied(lead, []string{"after failover"})
 	if st := c.nodes[lead].Status(); st.Role != raft.Follower {
@@ -552,7 +563,7 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := c.nodes[c.follower(lead)].ReadIndex(ctx); err != nil {
+	if err := whenLed(ctx, func() error { return c.nodes[c.follower(lead)].ReadIndex(ctx) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := range c.nodes {
