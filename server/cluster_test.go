@@ -72,6 +72,13 @@ type cluster struct {
 // server's configuration.
 func newCluster(t testing.TB, tweak func(*Config)) *cluster {
 	t.Helper()
+	return newClusterNodes(t, nil, tweak)
+}
+
+// newClusterNodes is newCluster with nodeTweak, if not nil, adjusting each
+// node's configuration.
+func newClusterNodes(t testing.TB, nodeTweak func(*node.Config), tweak func(*Config)) *cluster {
+	t.Helper()
 	const size = 3
 	c := &cluster{t: t, tweak: tweak, nodes: make([]*node.Node, size), srvs: make([]*Server, size), rdbs: make([]*redis.Client, size)}
 	var members []node.Member
@@ -86,10 +93,11 @@ func newCluster(t testing.TB, tweak func(*Config)) *cluster {
 			TickInterval:    10 * time.Millisecond,
 			ElectionTicks:   10,
 			HeartbeatTicks:  1,
-			SnapshotEntries: 200,
-			CatchUpEntries:  20,
 			Logger:          testLogger().With("test_node", i+1),
 		})
+		if nodeTweak != nil {
+			nodeTweak(&c.cfgs[i])
+		}
 	}
 	t.Cleanup(c.close)
 	for i := range size {

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/raftkv/raftkv/kv"
+	"github.com/raftkv/raftkv/node"
 )
 
 // TestRESPWritesThroughEveryNodeReadFromEvery writes through each node,
@@ -550,7 +551,10 @@ func TestRESPMaxClients(t *testing.T) {
 // leader keeps in its log: it catches up from a snapshot of the kv store
 // (through StateMachine.Snapshot and Restore) and serves them all.
 func TestRESPRestartCatchUp(t *testing.T) {
-	c := newCluster(t, nil)
+	c := newClusterNodes(t, func(cfg *node.Config) {
+		cfg.SnapshotEntries = 200
+		cfg.CatchUpEntries = 20
+	}, nil)
 	ctx := testContext(t)
 	lead := c.leader()
 	down := c.followers(lead)[0]
