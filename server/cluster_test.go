@@ -87,13 +87,13 @@ func newClusterNodes(t testing.TB, nodeTweak func(*node.Config), tweak func(*Con
 	}
 	for i := range size {
 		c.cfgs = append(c.cfgs, node.Config{
-			ID:              members[i].ID,
-			DataDir:         t.TempDir(),
-			Members:         members,
-			TickInterval:    10 * time.Millisecond,
-			ElectionTicks:   10,
-			HeartbeatTicks:  1,
-			Logger:          testLogger().With("test_node", i+1),
+			ID:             members[i].ID,
+			DataDir:        t.TempDir(),
+			Members:        members,
+			TickInterval:   10 * time.Millisecond,
+			ElectionTicks:  10,
+			HeartbeatTicks: 1,
+			Logger:         testLogger().With("test_node", i+1),
 		})
 		if nodeTweak != nil {
 			nodeTweak(&c.cfgs[i])
