@@ -167,6 +167,7 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 		return nil, fmt.Errorf("start transport: %w", err)
 	}
 	if err := n.trans.Start(); err != nil {
+		n.trans.Close()
 		return nil, fmt.Errorf("listen for peers on %s: %w", cfg.PeerAddr, err)
 	}
 	n.log.Info("node started",
@@ -229,8 +230,7 @@ func (n *Node) enqueue(ev event) bool {
 	}
 }
 
-// run is the loop goroutine: the only one that touches the core and writes
-// to storage.
+// run is the loop goroutine, the only one that touches the core.
 func (n *Node) run() {
 	defer close(n.loopDone)
 	ticker := time.NewTicker(n.cfg.TickInterval)
@@ -239,9 +239,9 @@ func (n *Node) run() {
 		// Advancing one Ready can make the next one (a leader's own write
 		// commits entries): then do not wait for input, but still take
 		// what is there, so that a busy core does not starve it.
-		var pending <-chan struct{}
+		var readyNow <-chan struct{}
 		if n.core.HasReady() {
-			pending = alwaysReady
+			readyNow = alwaysReady
 		}
 		select {
 		case <-ticker.C:
@@ -249,7 +249,7 @@ func (n *Node) run() {
 		case ev := <-n.inbox:
 			n.step(ev)
 			n.stepQueued()
-		case <-pending:
+		case <-readyNow:
 		case <-n.stopc:
 			return
 		}
@@ -418,41 +418,31 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	}
 	id, env, fut := n.pending.addProposal(data)
 	errc := make(chan error, 1)
-	ev := event{kind: evPropose, data: env, errc: errc, cancelled: ctx.Done()}
-	select {
-	case n.inbox <- ev:
-	case <-ctx.Done():
+	if !n.enqueueCtx(ctx, event{kind: evPropose, data: env, errc: errc, cancelled: ctx.Done()}) {
 		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w", ctx.Err())
-	case <-n.stopc:
-		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w", ErrStopped)
+		return nil, fmt.Errorf("propose: %w", n.stoppedOr(ctx))
 	}
-	select {
-	case err := <-errc:
-		if err != nil {
+	for {
+		select {
+		case err := <-errc:
+			if err == nil {
+				errc = nil // in the log now: wait for the future alone
+				continue
+			}
 			n.pending.removeProposal(id)
 			if errors.Is(err, raft.ErrProposalDropped) {
 				return nil, fmt.Errorf("propose: %w: %w", ErrNoLeader, err)
 			}
 			return nil, fmt.Errorf("propose: %w", err)
+		case res := <-fut:
+			return res, nil
+		case <-ctx.Done():
+			n.pending.removeProposal(id)
+			return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
+		case <-n.stopc:
+			n.pending.removeProposal(id)
+			return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
 		}
-	case <-ctx.Done():
-		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
-	case <-n.stopc:
-		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
-	}
-	select {
-	case res := <-fut:
-		return res, nil
-	case <-ctx.Done():
-		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
-	case <-n.stopc:
-		n.pending.removeProposal(id)
-		return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
 	}
 }
 
@@ -466,31 +456,31 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	}
 	id, rctx, indexc := n.pending.addRead()
 	defer n.pending.removeRead(id)
+	send := func() error {
+		if !n.enqueueCtx(ctx, event{kind: evRead, data: rctx}) {
+			return fmt.Errorf("read index: %w", n.stoppedOr(ctx))
+		}
+		return nil
+	}
+	if err := send(); err != nil {
+		return err
+	}
 	retry := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
 	defer retry.Stop()
 	var index uint64
-	for sent := false; ; {
-		if !sent {
-			select {
-			case n.inbox <- event{kind: evRead, data: rctx}:
-				sent = true
-			case <-ctx.Done():
-				return fmt.Errorf("read index: %w", ctx.Err())
-			case <-n.stopc:
-				return fmt.Errorf("read index: %w", ErrStopped)
-			}
-		}
+	for received := false; !received; {
 		select {
 		case index = <-indexc:
+			received = true
 		case <-retry.C:
-			sent = false
-			continue
+			if err := send(); err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			return fmt.Errorf("read index: %w", ctx.Err())
 		case <-n.stopc:
 			return fmt.Errorf("read index: %w", ErrStopped)
 		}
-		break
 	}
 	if err := n.waitApplied(ctx, index); err != nil {
 		return fmt.Errorf("read index %d: %w", index, err)

@@ -20,7 +20,8 @@ type Status struct {
 	// Progress is the leader's view of each member's log (self included);
 	// nil on other roles.
 	Progress map[uint64]raft.Progress
-	Members  []Member
+	// Members is shared with the node and other Status values: read only.
+	Members []Member
 }
 
 // Name returns the name of member id, "none" for 0, or the id in hex when
