@@ -82,6 +82,8 @@
 //	POST   /v1/kv/<key>/append          body appended; {"length": N}
 //	GET    /v1/kv/?prefix=p&limit=n&cursor=c  {"keys": [...], "cursor": "next page, empty when done"}
 //	GET    /v1/status                   this node's raft state, and the leader's view of every member (match, lag)
+//	GET    /v1/members                  the cluster's members: {"members": [{"name", "id", "addr"}]}
+//	POST   /v1/leader/transfer?to=NAME  hands leadership to member NAME; {"leader": NAME} once it leads
 //	GET    /healthz                     200 while the node runs
 //	GET    /readyz                      200 once the node knows a leader and applied what it saw committed; else 503
 //	GET    /metrics                     Prometheus metrics

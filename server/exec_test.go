@@ -69,8 +69,11 @@ func (f *fakeNode) Propose(ctx context.Context, data []byte) (any, error) {
 }
 
 func (f *fakeNode) ReadIndex(ctx context.Context) error { return nil }
-func (f *fakeNode) Status() node.Status                 { return node.Status{} }
-func (f *fakeNode) Done() <-chan struct{}               { return f.done }
+func (f *fakeNode) TransferLeadership(ctx context.Context, to uint64) error {
+	return errors.New("not supported")
+}
+func (f *fakeNode) Status() node.Status   { return node.Status{} }
+func (f *fakeNode) Done() <-chan struct{} { return f.done }
 
 func (f *fakeNode) ids() []kv.RequestID {
 	f.mu.Lock()

@@ -22,6 +22,10 @@ func (s *Server) newHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	handleOps(mux, s.node)
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, MembersJSON{Members: statusJSON(s.node.Status()).Members})
+	})
+	mux.HandleFunc("POST /v1/leader/transfer", s.handleTransfer)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{
 		ErrorLog:      slogPrintln{s},
 		ErrorHandling: promhttp.ContinueOnError,
@@ -129,6 +133,53 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, code, out)
+}
+
+// MembersJSON is the body of GET /v1/members.
+type MembersJSON struct {
+	Members []MemberJSON `json:"members"`
+}
+
+// LeaderJSON is the body of a successful POST /v1/leader/transfer.
+type LeaderJSON struct {
+	Leader string `json:"leader"`
+}
+
+// transferWait bounds a leadership transfer: the target must catch up and
+// win an election, which takes about an election timeout.
+const transferWait = 10 * time.Second
+
+// handleTransfer hands leadership to the member named by ?to= and answers
+// once this node sees it lead.
+func (s *Server) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	err := s.transfer(w, r)
+	kind := ""
+	if err != nil {
+		kind = writeHTTPError(w, err)
+	}
+	s.metrics.observe("http", "transfer", start, kind)
+}
+
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) error {
+	name := r.URL.Query().Get("to")
+	st := s.node.Status()
+	var to uint64
+	for _, m := range st.Members {
+		if m.Name == name {
+			to = m.ID
+		}
+	}
+	if to == 0 {
+		return badRequest("to must name a member: ?to=<name>")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), transferWait)
+	defer cancel()
+	if err := s.node.TransferLeadership(ctx, to); err != nil {
+		return &apiError{http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("transfer leadership to %s: %v", name, err)}
+	}
+	writeJSON(w, http.StatusOK, LeaderJSON{Leader: name})
+	return nil
 }
 
 // StatusJSON is the body of GET /v1/status. Ids are hex strings: JSON

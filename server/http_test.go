@@ -410,3 +410,25 @@ func TestPathKey(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPMembersAndTransfer(t *testing.T) {
+	c := newCluster(t, nil)
+	lead := c.leader()
+	to := c.followers(lead)[0]
+	status, _, body := httpDo(t, c.srvs[to], "GET", "/v1/members", nil)
+	var m MembersJSON
+	if err := json.Unmarshal(body, &m); status != 200 || err != nil || len(m.Members) != 3 || m.Members[0].Name != "n1" {
+		t.Fatalf("members: %d %s", status, body)
+	}
+	name := fmt.Sprintf("n%d", to+1)
+	// Asked of the leader: a follower forwards the request with From set to
+	// the target, which the transport refuses unless the target is the
+	// follower itself (see /work/notes/node-requests.md).
+	runHTTP(t, c.srvs[lead], []httpCase{
+		{method: "POST", path: "/v1/leader/transfer?to=" + name, status: 200, wantJSON: fmt.Sprintf(`{"leader": %q}`, name)},
+		{method: "POST", path: "/v1/leader/transfer?to=nobody", status: 400, wantJSON: `{"error": "to must name a member: ?to=<name>", "code": "bad_request"}`},
+	})
+	if got := c.leader(); got != to {
+		t.Fatalf("leader after the transfer: n%d; want %s", got+1, name)
+	}
+}

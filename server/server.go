@@ -24,6 +24,9 @@ type Node interface {
 	// ReadIndex returns once the local state machine may serve a
 	// linearizable read.
 	ReadIndex(ctx context.Context) error
+	// TransferLeadership hands leadership to member to and returns once
+	// this node sees to lead.
+	TransferLeadership(ctx context.Context, to uint64) error
 	StatusSource
 }
 
