@@ -128,13 +128,13 @@ type node struct {
 	term uint64
 }
 
-// Cluster is the simulated world: nodes, network, clock and scheduler.
-type Cluster struct {
+// cluster is the simulated world: nodes, network, clock and scheduler.
+type cluster struct {
 	seed  uint64
 	opts  Options
-	rng   *rand.Rand
-	now   int64
-	step  uint64
+	rng   *rand.Rand // the run's only source of randomness
+	now   int64      // simulated time
+	step  uint64     // events carried out so far
 	queue eventQueue
 	net   *Network
 	nodes []*node
@@ -142,26 +142,32 @@ type Cluster struct {
 	check *checker
 	trace *trace
 	stats Stats
-
-	healAt int64
-	healed bool
-	// The current partition heals at partitionEnds (0: none); the next
-	// one starts at nextPartition.
-	partitionEnds, nextPartition int64
-	live                         bool              // a post-heal proposal was applied everywhere
-	markers                      map[string]uint64 // data of post-heal proposals -> bitmask of nodes that applied it
-	// pending maps the proposals clients wait for to when they were made.
-	// Clients have bounded patience and concurrency, as real ones do, so
-	// a slow configuration is not buried under an endless backlog.
-	pending     map[uint64]int64
-	seq         uint64  // client requests issued (proposal payloads and read ids)
-	route       []int64 // scratch for Network.Route
-	wire        []byte  // scratch for encoding messages
+	// fingerprint hashes every step, to prove replays identical.
 	fingerprint uint64
+
+	// Faults stop at healAt; the current partition heals at
+	// partitionEnds (0: none) and the next starts at nextPartition.
+	healAt                       int64
+	healed                       bool
+	partitionEnds, nextPartition int64
+
+	// Clients. seq numbers their requests (proposal payloads, read ids).
+	// pending maps the proposals clients wait for to when they were made:
+	// clients have bounded patience and concurrency, as real ones do, so
+	// a slow configuration is not buried under an endless backlog.
+	// markers maps the data of each proposal made after healing to the
+	// nodes (a bitmask) that applied it; live is set once one reached all.
+	seq     uint64
+	pending map[uint64]int64
+	markers map[string]uint64
+	live    bool
+
+	route []int64 // scratch for Network.Route
+	wire  []byte  // scratch for encoding messages
 }
 
-func newCluster(seed uint64, opts Options) *Cluster {
-	c := &Cluster{
+func newCluster(seed uint64, opts Options) *cluster {
+	c := &cluster{
 		seed:    seed,
 		opts:    opts,
 		rng:     seededRand(seed, streamRun),
@@ -198,7 +204,7 @@ func newCluster(seed uint64, opts Options) *Cluster {
 }
 
 // run processes events until a rule breaks or the cluster proves live.
-func (c *Cluster) run() {
+func (c *cluster) run() {
 	for c.check.err == nil && !c.live {
 		if c.step >= c.opts.MaxSteps {
 			c.check.failf(RuleLiveness, "no recovery after %d steps: the cluster never settles", c.step)
@@ -206,9 +212,10 @@ func (c *Cluster) run() {
 		}
 		ev := c.queue.pop()
 		c.now = ev.at
-		if c.dispatch(&ev) {
+		if c.dispatch(ev) {
 			c.check.endStep()
 		}
+		c.queue.release(ev)
 	}
 }
 
@@ -238,7 +245,7 @@ type event struct {
 	msg  raftpb.Message
 }
 
-func (c *Cluster) schedule(ev event) {
+func (c *cluster) schedule(ev event) {
 	ev.seq = c.queue.seq
 	c.queue.seq++
 	c.queue.push(ev)
@@ -248,7 +255,7 @@ func (c *Cluster) schedule(ev event) {
 // reports whether it did. A paused process does nothing at all: its clock
 // stops (a single tick fires when it wakes up) and messages wait for it,
 // then arrive in a burst, in order.
-func (c *Cluster) paused(ev *event) bool {
+func (c *cluster) paused(ev *event) bool {
 	var id uint64
 	switch ev.kind {
 	case evTick, evLocal, evReady, evPersist, evApply:
@@ -269,7 +276,7 @@ func (c *Cluster) paused(ev *event) bool {
 
 // alive returns the node an event is for, or nil if the event is stale: the
 // node crashed since it was scheduled.
-func (c *Cluster) alive(ev *event) *node {
+func (c *cluster) alive(ev *event) *node {
 	n := c.nodes[ev.node-1]
 	if n.core == nil || n.inc != ev.inc {
 		return nil
@@ -279,7 +286,7 @@ func (c *Cluster) alive(ev *event) *node {
 
 // dispatch carries out one event and reports whether it was a step (stale
 // events are not).
-func (c *Cluster) dispatch(ev *event) bool {
+func (c *cluster) dispatch(ev *event) bool {
 	if c.paused(ev) {
 		return false
 	}
@@ -332,19 +339,19 @@ func (c *Cluster) dispatch(ev *event) bool {
 	return true
 }
 
-func (c *Cluster) line(l traceLine) {
+func (c *cluster) line(l traceLine) {
 	l.step, l.at = c.step, c.now
 	c.trace.add(l)
 }
 
-func (c *Cluster) note(id uint64, format string, args ...any) {
+func (c *cluster) note(id uint64, format string, args ...any) {
 	c.line(traceLine{kind: lineNote, node: id, note: fmt.Sprintf(format, args...)})
 }
 
 // ---- nodes ----
 
 // start boots a node from its disk: at the beginning, or after a crash.
-func (c *Cluster) start(n *node) {
+func (c *cluster) start(n *node) {
 	restart := n.inc > 0
 	if restart {
 		// A state machine either persists itself (and survives with
@@ -384,7 +391,7 @@ func (c *Cluster) start(n *node) {
 }
 
 // crash stops a node: everything not on its disk is gone.
-func (c *Cluster) crash(n *node, when string) {
+func (c *cluster) crash(n *node, when string) {
 	n.core = nil
 	n.inc++
 	n.readyQueued, n.crashArmed, n.work, n.pausedUntil = false, false, nil, 0
@@ -398,7 +405,7 @@ func (c *Cluster) crash(n *node, when string) {
 
 // touched runs after anything reached a node's core: check it, and let
 // its runtime pick up the work it produced.
-func (c *Cluster) touched(n *node) {
+func (c *cluster) touched(n *node) {
 	st := n.core.Status()
 	c.check.observe(n.id, st)
 	if st.Role != n.role || st.Term != n.term {
@@ -413,7 +420,7 @@ func (c *Cluster) touched(n *node) {
 }
 
 // stepCore hands a message to a live node's core.
-func (c *Cluster) stepCore(n *node, m raftpb.Message) {
+func (c *cluster) stepCore(n *node, m raftpb.Message) {
 	err := n.core.Step(m)
 	note := ""
 	if err != nil {
@@ -464,7 +471,7 @@ type readyWork struct {
 // all at once; an asynchronous one lets the core take inputs between the
 // steps, which its contract allows, and which is when a crash may leave a
 // Ready half done.
-func (c *Cluster) takeReady(n *node) {
+func (c *cluster) takeReady(n *node) {
 	n.readyQueued = false
 	if n.work != nil || !n.core.HasReady() {
 		return
@@ -486,7 +493,7 @@ func (c *Cluster) takeReady(n *node) {
 	}
 }
 
-func (c *Cluster) persistReady(n *node) {
+func (c *cluster) persistReady(n *node) {
 	w := n.work
 	if w.crash == crashBeforePersist {
 		c.crash(n, w.crash.String())
@@ -511,7 +518,7 @@ func (c *Cluster) persistReady(n *node) {
 	}
 }
 
-func (c *Cluster) applyReady(n *node) {
+func (c *cluster) applyReady(n *node) {
 	w := n.work
 	if w.crash == crashBeforeApply {
 		c.crash(n, w.crash.String())
@@ -530,7 +537,7 @@ func (c *Cluster) applyReady(n *node) {
 	c.touched(n)
 }
 
-func (c *Cluster) persist(n *node, rd *raft.Ready) {
+func (c *cluster) persist(n *node, rd *raft.Ready) {
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.disk.ApplySnapshot(rd.Snapshot); err != nil {
 			c.check.failf(RuleContract, "node %d's disk refused the Ready's snapshot at %d: %v", n.id, rd.Snapshot.Metadata.Index, err)
@@ -549,7 +556,7 @@ func (c *Cluster) persist(n *node, rd *raft.Ready) {
 	c.check.persisted(n.id, rd)
 }
 
-func (c *Cluster) apply(n *node, rd *raft.Ready) {
+func (c *cluster) apply(n *node, rd *raft.Ready) {
 	if s := rd.Snapshot; !s.IsEmpty() {
 		if err := n.sm.Restore(s.Data); err != nil {
 			c.check.failf(RuleContract, "node %d cannot restore the snapshot at %d: %v", n.id, s.Metadata.Index, err)
@@ -597,7 +604,7 @@ func cloneEntries(ents []raftpb.Entry) []raftpb.Entry {
 
 // send puts a node's messages on the wire. Each goes through the real
 // encoding, as a transport would, so nothing is shared with the receiver.
-func (c *Cluster) send(n *node, msgs []raftpb.Message) {
+func (c *cluster) send(n *node, msgs []raftpb.Message) {
 	for i := range msgs {
 		c.wire = msgs[i].MarshalAppend(c.wire[:0])
 		m, err := raftpb.UnmarshalMessage(c.wire)
@@ -636,7 +643,7 @@ func (c *Cluster) send(n *node, msgs []raftpb.Message) {
 
 // lost tells the sender's core what its transport would notice about a
 // message that never arrived: a broken connection, a failed snapshot.
-func (c *Cluster) lost(n *node, m raftpb.Message, unreachable bool) {
+func (c *cluster) lost(n *node, m raftpb.Message, unreachable bool) {
 	if m.Type == raftpb.MsgSnap {
 		c.reportSnapshot(m, true)
 	} else if unreachable && c.rng.IntN(8) == 0 {
@@ -645,7 +652,7 @@ func (c *Cluster) lost(n *node, m raftpb.Message, unreachable bool) {
 	}
 }
 
-func (c *Cluster) reportSnapshot(m raftpb.Message, failed bool) {
+func (c *cluster) reportSnapshot(m raftpb.Message, failed bool) {
 	sender := c.nodes[m.From-1]
 	if sender.core == nil {
 		return
@@ -654,7 +661,7 @@ func (c *Cluster) reportSnapshot(m raftpb.Message, failed bool) {
 		msg: raftpb.Message{Type: raftpb.MsgSnapStatus, From: m.To, To: sender.id, Reject: failed}})
 }
 
-func (c *Cluster) deliver(m raftpb.Message) {
+func (c *cluster) deliver(m raftpb.Message) {
 	n := c.nodes[m.To-1]
 	switch {
 	case n.core == nil:
@@ -673,7 +680,7 @@ func (c *Cluster) deliver(m raftpb.Message) {
 // ---- clients and faults ----
 
 // randomLive returns a random running node, or nil if all are down.
-func (c *Cluster) randomLive() *node {
+func (c *cluster) randomLive() *node {
 	start := c.rng.IntN(len(c.nodes))
 	for i := range c.nodes {
 		if n := c.nodes[(start+i)%len(c.nodes)]; n.core != nil {
@@ -692,7 +699,7 @@ const (
 // propose submits client proposals at a random node (a burst of them now
 // and then, to exercise batching), or at n if given. A marker is the one
 // proposal after healing that must reach every node.
-func (c *Cluster) propose(n *node, marker bool) {
+func (c *cluster) propose(n *node, marker bool) {
 	if n == nil {
 		if n = c.randomLive(); n == nil {
 			return
@@ -728,7 +735,7 @@ func (c *Cluster) propose(n *node, marker bool) {
 
 // payload is a unique proposal: a sequence number, then padding that is
 // now and then large enough to hit the message size limits.
-func (c *Cluster) payload() []byte {
+func (c *cluster) payload() []byte {
 	c.seq++
 	pad := c.rng.IntN(24)
 	if c.rng.IntN(20) == 0 {
@@ -741,7 +748,7 @@ func (c *Cluster) payload() []byte {
 	return b
 }
 
-func (c *Cluster) read() {
+func (c *cluster) read() {
 	n := c.randomLive()
 	if n == nil {
 		return
@@ -755,7 +762,7 @@ func (c *Cluster) read() {
 
 // chaos runs once a tick and rolls the dice for each kind of fault. After
 // healing it instead keeps proposing until a proposal is applied everywhere.
-func (c *Cluster) chaos() {
+func (c *cluster) chaos() {
 	m := &c.opts.Mix
 	if c.healed {
 		c.propose(c.leaderOrRandom(), true)
@@ -796,7 +803,7 @@ func (c *Cluster) chaos() {
 // lasts up to a few election timeouts: long enough to depose a leader and
 // elect another, short enough for the sides to meet again with diverging
 // logs.
-func (c *Cluster) partitions() {
+func (c *cluster) partitions() {
 	m := &c.opts.Mix
 	switch {
 	case c.partitionEnds != 0 && c.now >= c.partitionEnds:
@@ -819,7 +826,7 @@ func (c *Cluster) partitions() {
 // compact snapshots a node's state machine and drops the log it covers,
 // keeping a few entries so that slightly lagging followers can still be
 // sent entries rather than a snapshot.
-func (c *Cluster) compact(n *node) {
+func (c *cluster) compact(n *node) {
 	first, _ := n.disk.FirstIndex()
 	if snap, _ := n.disk.Snapshot(); n.applied <= snap.Metadata.Index || n.applied < first {
 		return
@@ -847,7 +854,7 @@ func (c *Cluster) compact(n *node) {
 
 // disturb forces a leadership change: a transfer if n leads, otherwise an
 // immediate campaign.
-func (c *Cluster) disturb(n *node) {
+func (c *cluster) disturb(n *node) {
 	if n.role == raft.Leader && len(c.nodes) > 1 {
 		to := c.ids[c.rng.IntN(len(c.ids))]
 		if to == n.id {
@@ -863,7 +870,7 @@ func (c *Cluster) disturb(n *node) {
 }
 
 // leader returns the id of a live node that believes it leads, or 0.
-func (c *Cluster) leader() uint64 {
+func (c *cluster) leader() uint64 {
 	for _, n := range c.nodes {
 		if n.core != nil && n.role == raft.Leader {
 			return n.id
@@ -872,9 +879,9 @@ func (c *Cluster) leader() uint64 {
 	return 0
 }
 
-func (c *Cluster) leaderOrRandom() *node { return c.nodeOrRandom(c.leader()) }
+func (c *cluster) leaderOrRandom() *node { return c.nodeOrRandom(c.leader()) }
 
-func (c *Cluster) nodeOrRandom(id uint64) *node {
+func (c *cluster) nodeOrRandom(id uint64) *node {
 	if id != 0 && c.nodes[id-1].core != nil {
 		return c.nodes[id-1]
 	}
@@ -884,7 +891,7 @@ func (c *Cluster) nodeOrRandom(id uint64) *node {
 // victim picks the target of a fault: half the time the leader, since
 // faults that hit it are the ones that force elections over diverging
 // logs; otherwise 0 (anyone).
-func (c *Cluster) victim() uint64 {
+func (c *cluster) victim() uint64 {
 	if c.rng.IntN(2) == 0 {
 		return c.leader()
 	}
@@ -893,13 +900,16 @@ func (c *Cluster) victim() uint64 {
 
 // heal ends the faults: the network reconnects and stops losing messages,
 // and every crashed node restarts. From now on the cluster must recover.
-func (c *Cluster) heal() {
+func (c *cluster) heal() {
 	c.healed = true
 	c.net.Heal()
 	c.net.Faults = LinkFaults{MinDelay: c.opts.Mix.Link.MinDelay, MaxDelay: c.opts.Mix.Link.MaxDelay}
 	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks", c.opts.LivenessTicks)
 	for _, n := range c.nodes {
 		n.crashArmed, n.pausedUntil = false, 0
+		if n.work != nil {
+			n.work.crash = noCrash
+		}
 		if n.core == nil {
 			c.start(n)
 		}
@@ -907,7 +917,7 @@ func (c *Cluster) heal() {
 }
 
 // describe prints every node's state for a failure report.
-func (c *Cluster) describe() string {
+func (c *cluster) describe() string {
 	var sb strings.Builder
 	for _, n := range c.nodes {
 		first, _ := n.disk.FirstIndex()
@@ -938,35 +948,45 @@ func mix64(h uint64, vs ...uint64) uint64 {
 	return h
 }
 
-// eventQueue is a binary min-heap of events by (at, seq). It is written out
-// rather than built on container/heap to avoid boxing every event.
+// eventQueue is a binary min-heap of events by (at, seq). It holds
+// pointers to recycled events: moving whole events (a message each) around
+// the heap was the simulator's biggest cost.
 type eventQueue struct {
-	evs []event
-	seq uint64
+	evs  []*event
+	free []*event
+	seq  uint64
 }
 
 func (q *eventQueue) less(i, j int) bool {
-	a, b := &q.evs[i], &q.evs[j]
+	a, b := q.evs[i], q.evs[j]
 	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
 }
 
 func (q *eventQueue) push(ev event) {
-	q.evs = append(q.evs, ev)
+	var p *event
+	if n := len(q.free); n > 0 {
+		p, q.free = q.free[n-1], q.free[:n-1]
+	} else {
+		p = new(event)
+	}
+	*p = ev
+	q.evs = append(q.evs, p)
 	for i := len(q.evs) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !q.less(i, p) {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
 			break
 		}
-		q.evs[i], q.evs[p] = q.evs[p], q.evs[i]
-		i = p
+		q.evs[i], q.evs[parent] = q.evs[parent], q.evs[i]
+		i = parent
 	}
 }
 
-func (q *eventQueue) pop() event {
+// pop removes the earliest event; release it once done with it.
+func (q *eventQueue) pop() *event {
 	top := q.evs[0]
 	last := len(q.evs) - 1
 	q.evs[0] = q.evs[last]
-	q.evs[last] = event{}
+	q.evs[last] = nil
 	q.evs = q.evs[:last]
 	for i := 0; ; {
 		l, r, m := 2*i+1, 2*i+2, i
@@ -983,4 +1003,9 @@ func (q *eventQueue) pop() event {
 		i = m
 	}
 	return top
+}
+
+func (q *eventQueue) release(ev *event) {
+	*ev = event{}
+	q.free = append(q.free, ev)
 }
