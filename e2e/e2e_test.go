@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,8 +195,9 @@ func TestPeerPortSurvivesGarbage(t *testing.T) {
 		}
 	}
 
-	resp, err := httpClient.Get("http://" + victim.http + "/healthz")
-	if err != nil || resp.StatusCode != 200 {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get("http://" + victim.http + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("healthz after the attacks: %v %v", resp, err)
 	}
 	resp.Body.Close()

@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftkv/raftkv/client"
 )
 
 // bin is the raftkv binary, built once by the first test that needs it,
@@ -119,10 +121,11 @@ func freePorts(t *testing.T, n int) []string {
 
 // proc is one raftkv process.
 type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	http string // its --http-addr
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	http   string         // its --http-addr
+	client *client.Client // talks to http
 
 	mu    sync.Mutex // guards lines
 	lines []string   // stderr so far
@@ -135,6 +138,13 @@ type proc struct {
 func start(t *testing.T, name, dir, httpAddr string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, http: httpAddr, done: make(chan struct{})}
+	if httpAddr != "" {
+		var err error
+		if p.client, err = client.New([]string{httpAddr}, client.WithTimeout(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.client.Close)
+	}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
@@ -219,37 +229,16 @@ func (p *proc) wait() int {
 	return 0
 }
 
-// status is the part of GET /v1/status the tests read.
-type status struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	ClusterID string `json:"cluster_id"`
-	Role      string `json:"role"`
-	Term      uint64 `json:"term"`
-	Vote      string `json:"vote"`
-	Leader    string `json:"leader"`
-	Commit    uint64 `json:"commit"`
-	Members   []struct {
-		Name string `json:"name"`
-		ID   string `json:"id"`
-		Addr string `json:"addr"`
-	} `json:"members"`
-}
-
-var httpClient = &http.Client{Timeout: 2 * time.Second}
-
-// status fetches the process's status; ok is false while it does not answer.
-func (p *proc) status() (status, bool) {
-	resp, err := httpClient.Get("http://" + p.http + "/v1/status")
+// status fetches the process's GET /v1/status; ok is false while it does
+// not answer.
+func (p *proc) status() (st client.Status, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	answers, err := p.client.Status(ctx)
 	if err != nil {
-		return status{}, false
+		return client.Status{}, false
 	}
-	defer resp.Body.Close()
-	var st status
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return status{}, false
-	}
-	return st, true
+	return answers[0].Status, true
 }
 
 // agreedLeader waits until every given process answers and all name the

@@ -93,7 +93,7 @@ func (n *Node) applyCommand(e *raftpb.Entry) {
 	}
 	id := binary.BigEndian.Uint64(e.Data)
 	result := n.cfg.StateMachine.Apply(e.Index, e.Data[idSize:])
-	n.pending.resolveProposal(id, result)
+	n.pending.proposals.resolve(id, result)
 }
 
 // maybeSnapshot takes a snapshot once SnapshotEntries entries were applied

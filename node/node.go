@@ -210,24 +210,20 @@ func (h handler) Deliver(m raftpb.Message) {
 	if m.Type.IsLocal() || m.To != h.n.cfg.ID {
 		return // the transport checks too; the core must never see these from a peer
 	}
-	h.n.enqueue(event{kind: evMessage, msg: m})
+	h.step(m)
 }
 
 func (h handler) ReportUnreachable(id uint64) {
-	h.n.enqueue(event{kind: evMessage, msg: raftpb.Message{Type: raftpb.MsgUnreachable, From: id, To: h.n.cfg.ID}})
+	h.step(raftpb.Message{Type: raftpb.MsgUnreachable, From: id, To: h.n.cfg.ID})
 }
 
 func (h handler) ReportSnapshot(id uint64, ok bool) {
-	h.n.enqueue(event{kind: evMessage, msg: raftpb.Message{Type: raftpb.MsgSnapStatus, From: id, To: h.n.cfg.ID, Reject: !ok}})
+	h.step(raftpb.Message{Type: raftpb.MsgSnapStatus, From: id, To: h.n.cfg.ID, Reject: !ok})
 }
 
-func (n *Node) enqueue(ev event) bool {
-	select {
-	case n.inbox <- ev:
-		return true
-	case <-n.stopc:
-		return false
-	}
+// step queues m for the loop, waiting while the inbox is full.
+func (h handler) step(m raftpb.Message) {
+	send(h.n.inbox, event{kind: evMessage, msg: m}, nil, h.n.stopc)
 }
 
 // run is the loop goroutine, the only one that touches the core.
@@ -333,23 +329,12 @@ func (n *Node) handleReady() error {
 		n.pending.resolveRead(rs.Context, rs.Index)
 	}
 	if !rd.Snapshot.IsEmpty() || len(rd.CommittedEntries) > 0 {
-		if !n.handToApply(applyBatch{snap: rd.Snapshot, ents: rd.CommittedEntries}) {
+		if !send(n.applyc, applyBatch{snap: rd.Snapshot, ents: rd.CommittedEntries}, nil, n.stopc) {
 			return nil // stopping; Advance no longer matters
 		}
 	}
 	n.core.Advance(rd)
 	return nil
-}
-
-// handToApply queues b for the apply goroutine. It reports false if the
-// node is stopping.
-func (n *Node) handToApply(b applyBatch) bool {
-	select {
-	case n.applyc <- b:
-		return true
-	case <-n.stopc:
-		return false
-	}
 }
 
 // publishStatus makes the core's state visible to Status and wakes the
@@ -418,8 +403,8 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	}
 	id, env, fut := n.pending.addProposal(data)
 	errc := make(chan error, 1)
-	if !n.enqueueCtx(ctx, event{kind: evPropose, data: env, errc: errc, cancelled: ctx.Done()}) {
-		n.pending.removeProposal(id)
+	if !send(n.inbox, event{kind: evPropose, data: env, errc: errc, cancelled: ctx.Done()}, ctx.Done(), n.stopc) {
+		n.pending.proposals.remove(id)
 		return nil, fmt.Errorf("propose: %w", n.stoppedOr(ctx))
 	}
 	for {
@@ -429,7 +414,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 				errc = nil // in the log now: wait for the future alone
 				continue
 			}
-			n.pending.removeProposal(id)
+			n.pending.proposals.remove(id)
 			if errors.Is(err, raft.ErrProposalDropped) {
 				return nil, fmt.Errorf("propose: %w: %w", ErrNoLeader, err)
 			}
@@ -437,10 +422,10 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 		case res := <-fut:
 			return res, nil
 		case <-ctx.Done():
-			n.pending.removeProposal(id)
+			n.pending.proposals.remove(id)
 			return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ctx.Err())
 		case <-n.stopc:
-			n.pending.removeProposal(id)
+			n.pending.proposals.remove(id)
 			return nil, fmt.Errorf("propose: %w: %w", ErrOutcomeUnknown, ErrStopped)
 		}
 	}
@@ -455,14 +440,14 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		return fmt.Errorf("read index: %w", ErrNoLeader)
 	}
 	id, rctx, indexc := n.pending.addRead()
-	defer n.pending.removeRead(id)
-	send := func() error {
-		if !n.enqueueCtx(ctx, event{kind: evRead, data: rctx}) {
+	defer n.pending.reads.remove(id)
+	ask := func() error {
+		if !send(n.inbox, event{kind: evRead, data: rctx}, ctx.Done(), n.stopc) {
 			return fmt.Errorf("read index: %w", n.stoppedOr(ctx))
 		}
 		return nil
 	}
-	if err := send(); err != nil {
+	if err := ask(); err != nil {
 		return err
 	}
 	retry := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
@@ -473,7 +458,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		case index = <-indexc:
 			received = true
 		case <-retry.C:
-			if err := send(); err != nil {
+			if err := ask(); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -511,7 +496,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	if _, ok := n.cfg.member(to); !ok {
 		return fmt.Errorf("transfer leadership: %x is not a member", to)
 	}
-	if !n.enqueueCtx(ctx, event{kind: evTransfer, to: to}) {
+	if !send(n.inbox, event{kind: evTransfer, to: to}, ctx.Done(), n.stopc) {
 		return fmt.Errorf("transfer leadership to %s: %w", n.name(to), n.stoppedOr(ctx))
 	}
 	for {
@@ -529,13 +514,15 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	}
 }
 
-func (n *Node) enqueueCtx(ctx context.Context, ev event) bool {
+// send delivers v on ch unless done (nil: never) or stop closes first, and
+// reports whether it did.
+func send[T any](ch chan<- T, v T, done, stop <-chan struct{}) bool {
 	select {
-	case n.inbox <- ev:
+	case ch <- v:
 		return true
-	case <-ctx.Done():
+	case <-done:
 		return false
-	case <-n.stopc:
+	case <-stop:
 		return false
 	}
 }

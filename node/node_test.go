@@ -243,6 +243,21 @@ func (c *cluster) propose(i int, cmd string) uint64 {
 	return res.(uint64)
 }
 
+// proposeN proposes count commands named prefix-0, prefix-1... through
+// node i, one after the other, and returns them.
+func (c *cluster) proposeN(i int, prefix string, count int) []string {
+	c.t.Helper()
+	var cmds []string
+	for k := range count {
+		cmd := fmt.Sprintf("%s-%d", prefix, k)
+		if idx := c.propose(i, cmd); idx == 0 {
+			c.t.Fatalf("propose %q: got index 0, want the entry's index", cmd)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return cmds
+}
+
 // proposeWhenLed proposes cmd through n, retrying while n knows no leader.
 func proposeWhenLed(ctx context.Context, n *Node, cmd string) (res any, err error) {
 	err = whenLed(ctx, func() error {
@@ -278,15 +293,7 @@ func TestElectProposeThroughFollowerAndRead(t *testing.T) {
 	lead := c.leader()
 	f := c.follower(lead)
 
-	var want []string
-	for i := range 5 {
-		cmd := fmt.Sprintf("cmd-%d", i)
-		idx := c.propose(f, cmd)
-		if idx == 0 {
-			t.Fatalf("propose %q: got index 0, want the entry's index", cmd)
-		}
-		want = append(want, cmd)
-	}
+	want := c.proposeN(f, "cmd", 5)
 	for i := range c.nodes {
 		c.waitApplied(i, want)
 	}
@@ -357,12 +364,7 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	before := c.nodes[f].Status()
 	c.stop(f)
 
-	want := []string{"before"}
-	for i := range 10 {
-		cmd := fmt.Sprintf("while-down-%d", i)
-		c.propose(lead, cmd)
-		want = append(want, cmd)
-	}
+	want := append([]string{"before"}, c.proposeN(lead, "while-down", 10)...)
 	c.start(f)
 	if st := c.nodes[f].Status(); st.Term < before.Term {
 		t.Fatalf("restarted node is at term %d, want at least the %d it had persisted", st.Term, before.Term)
@@ -381,12 +383,7 @@ func TestSnapshotInstalledOnLaggingNode(t *testing.T) {
 	c.waitApplied(f, []string{"first"})
 	c.stop(f)
 
-	want := []string{"first"}
-	for i := range 20 {
-		cmd := fmt.Sprintf("cmd-%d", i)
-		c.propose(lead, cmd)
-		want = append(want, cmd)
-	}
+	want := append([]string{"first"}, c.proposeN(lead, "cmd", 20)...)
 	eventually(t, "the leader to compact past the stopped follower", func() bool {
 		first, err := c.nodes[lead].store.FirstIndex()
 		return err == nil && first > 3
@@ -404,12 +401,7 @@ func TestSnapshotInstalledOnLaggingNode(t *testing.T) {
 func TestRestartRestoresFromOwnSnapshot(t *testing.T) {
 	c := startCluster(t, 1, func(cfg *Config) { cfg.SnapshotEntries = 3 })
 	c.leader()
-	var want []string
-	for i := range 10 {
-		cmd := fmt.Sprintf("cmd-%d", i)
-		c.propose(0, cmd)
-		want = append(want, cmd)
-	}
+	want := c.proposeN(0, "cmd", 10)
 	c.stop(0)
 	c.start(0)
 	if c.sms[0].restoreCount() == 0 {
@@ -558,9 +550,7 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	c := startCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 3 })
 	lead := c.leader()
-	for i := range 10 {
-		c.propose(c.follower(lead), fmt.Sprintf("cmd-%d", i))
-	}
+	c.proposeN(c.follower(lead), "cmd", 10)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if err := whenLed(ctx, func() error { return c.nodes[c.follower(lead)].ReadIndex(ctx) }); err != nil {

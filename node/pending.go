@@ -15,20 +15,14 @@ const idSize = 8
 // at start plus a counter, so ids of two runs of the node do not collide and
 // an entry proposed by an earlier run or another node matches nothing here.
 type pending struct {
-	base uint64
-	seq  atomic.Uint64
-
-	mu        sync.Mutex               // guards proposals and reads
-	proposals map[uint64]chan<- any    // proposal id -> its future (buffered 1)
-	reads     map[uint64]chan<- uint64 // read id -> its read index (buffered 1)
+	base      uint64
+	seq       atomic.Uint64
+	proposals waiters[any]    // by proposal id: the state machine's result
+	reads     waiters[uint64] // by read id: the read index
 }
 
 func newPending(base uint64) *pending {
-	return &pending{
-		base:      base,
-		proposals: make(map[uint64]chan<- any),
-		reads:     make(map[uint64]chan<- uint64),
-	}
+	return &pending{base: base}
 }
 
 func (p *pending) nextID() uint64 { return p.base + p.seq.Add(1) }
@@ -40,61 +34,54 @@ func (p *pending) addProposal(data []byte) (uint64, []byte, <-chan any) {
 	env := make([]byte, idSize+len(data))
 	binary.BigEndian.PutUint64(env, id)
 	copy(env[idSize:], data)
-	ch := make(chan any, 1)
-	p.mu.Lock()
-	p.proposals[id] = ch
-	p.mu.Unlock()
-	return id, env, ch
-}
-
-func (p *pending) removeProposal(id uint64) {
-	p.mu.Lock()
-	delete(p.proposals, id)
-	p.mu.Unlock()
-}
-
-// resolveProposal hands result to the future of proposal id, if it is local
-// and still waited for.
-func (p *pending) resolveProposal(id uint64, result any) {
-	p.mu.Lock()
-	ch, ok := p.proposals[id]
-	delete(p.proposals, id)
-	p.mu.Unlock()
-	if ok {
-		ch <- result // never blocks: buffered 1, resolved once
-	}
+	return id, env, p.proposals.add(id)
 }
 
 // addRead registers a read request and returns its id, the request context
 // to hand to raft, and the channel its read index arrives on.
 func (p *pending) addRead() (uint64, []byte, <-chan uint64) {
 	id := p.nextID()
-	rctx := binary.BigEndian.AppendUint64(nil, id)
-	ch := make(chan uint64, 1)
-	p.mu.Lock()
-	p.reads[id] = ch
-	p.mu.Unlock()
-	return id, rctx, ch
-}
-
-func (p *pending) removeRead(id uint64) {
-	p.mu.Lock()
-	delete(p.reads, id)
-	p.mu.Unlock()
+	return id, binary.BigEndian.AppendUint64(nil, id), p.reads.add(id)
 }
 
 // resolveRead hands index to the read request whose context is rctx. A
 // request re-sent to raft may be answered twice; the first answer wins.
 func (p *pending) resolveRead(rctx []byte, index uint64) {
-	if len(rctx) != idSize {
-		return
+	if len(rctx) == idSize {
+		p.reads.resolve(binary.BigEndian.Uint64(rctx), index)
 	}
-	id := binary.BigEndian.Uint64(rctx)
-	p.mu.Lock()
-	ch, ok := p.reads[id]
-	delete(p.reads, id)
-	p.mu.Unlock()
+}
+
+// waiters are callers waiting for one value each, by id.
+type waiters[T any] struct {
+	mu sync.Mutex          // guards m
+	m  map[uint64]chan<- T // each buffered 1, sent to at most once
+}
+
+func (w *waiters[T]) add(id uint64) <-chan T {
+	ch := make(chan T, 1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = make(map[uint64]chan<- T)
+	}
+	w.m[id] = ch
+	return ch
+}
+
+func (w *waiters[T]) remove(id uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.m, id)
+}
+
+// resolve hands v to the caller waiting for id, if one still is.
+func (w *waiters[T]) resolve(id uint64, v T) {
+	w.mu.Lock()
+	ch, ok := w.m[id]
+	delete(w.m, id)
+	w.mu.Unlock()
 	if ok {
-		ch <- index
+		ch <- v // never blocks: buffered, and resolved once
 	}
 }
