@@ -99,7 +99,9 @@
 // # Limits
 //
 // Keys are at most kv.MaxKeySize bytes (64 KiB) and values kv.MaxValueSize
-// (8 MiB), for RESP and HTTP alike; an HTTP body above 8 MiB gets 413. A
+// (8 MiB), for RESP and HTTP alike; an HTTP body above 8 MiB gets 413, and
+// the request line and headers, ?cas=<expected> included, are bounded by
+// net/http's default 1 MiB. A
 // RESP command, all its arguments together, may be kv.MaxCommandSize
 // (16 MiB) plus framing (MaxRESPRequest); a longer one gets a protocol
 // error and its connection is closed. One command takes at most

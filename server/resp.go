@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,6 +117,13 @@ func (r *respServer) serveConn(c *respConn) {
 		r.mu.Unlock()
 		c.nc.Close()
 		r.s.metrics.respClients.Dec()
+	}()
+	// A bug in a command must cost its connection, not the node, as
+	// net/http does for a handler.
+	defer func() {
+		if v := recover(); v != nil {
+			r.s.log.Error("resp connection panicked", "client", c.nc.RemoteAddr().String(), "panic", v, "stack", string(debug.Stack()))
+		}
 	}()
 	for {
 		if !r.setBusy(c, false) {

@@ -204,8 +204,13 @@ func New(cfg Config) (*Server, error) {
 	if httpLn != nil {
 		s.httpLn = httpLn
 		s.httpSrv = &http.Server{
-			Handler:           s.handler,
+			Handler: s.handler,
+			// Generous for an 8 MiB body on a slow link, but a client that
+			// trickles or stalls cannot hold a connection forever.
 			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       time.Minute,
+			WriteTimeout:      time.Minute,
+			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 			BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		}
