@@ -105,23 +105,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, getenv func(strin
 		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
 		return exitStartup
 	}
-	var httpSrv *http.Server
-	httpDone := make(chan struct{})
+	stopHTTP := func(context.Context) {}
 	if httpLn != nil {
-		httpSrv = &http.Server{
-			Handler:           server.NewHTTPHandler(n),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		}
-		go func() {
-			defer close(httpDone)
-			if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http server", "err", err)
-			}
-		}()
-		logger.Info("http listening", "addr", httpLn.Addr().String())
-	} else {
-		close(httpDone)
+		stopHTTP = serveHTTP(httpLn, server.NewHTTPHandler(n), logger)
 	}
 
 	code := exitOK
@@ -144,10 +130,7 @@ wait:
 
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if httpSrv != nil {
-		httpSrv.Shutdown(stopCtx)
-	}
-	<-httpDone
+	stopHTTP(stopCtx)
 	if err := n.Stop(stopCtx); err != nil {
 		logger.Error("stop", "err", err)
 		code = exitFailed
@@ -156,6 +139,28 @@ wait:
 		logger.Info("stopped cleanly")
 	}
 	return code
+}
+
+// serveHTTP serves h on ln until the returned function is called, which
+// shuts the server down and waits for it.
+func serveHTTP(ln net.Listener, h http.Handler, logger *slog.Logger) (stop func(context.Context)) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server", "err", err)
+		}
+	}()
+	logger.Info("http listening", "addr", ln.Addr().String())
+	return func(ctx context.Context) {
+		srv.Shutdown(ctx)
+		<-done
+	}
 }
 
 // parseArgs turns the command line (and environment) into a node
