@@ -84,7 +84,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--data-dir", "d", "--id", "n1"},
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1"},
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1,n1=a:2"},
-		{"--status-interval", "0s", "127.0.0.1:7000"},
+		{"--status-interval", "-1s", "127.0.0.1:7000"},
 	} {
 		if _, _, err := parseArgs(args, &bytes.Buffer{}, env(nil)); err == nil {
 			t.Errorf("parseArgs(%q) succeeded, want a usage error", args)
