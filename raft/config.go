@@ -35,6 +35,11 @@ type Config struct {
 	// quorum within an election timeout, and makes followers that heard from
 	// a live leader ignore vote requests (thesis §6.2, §4.2.3).
 	CheckQuorum bool
+	// ReadOnlyOption chooses how a leader confirms ReadIndex requests:
+	// ReadOnlySafe (the zero value) with a heartbeat round, or
+	// ReadOnlyLeaseBased from a lease, which requires CheckQuorum and
+	// trusts clocks (see ReadOnlyLeaseBased).
+	ReadOnlyOption ReadOnlyOption
 
 	// MaxSizePerMsg bounds the bytes of entries in one append message.
 	MaxSizePerMsg uint64
@@ -57,6 +62,72 @@ type Config struct {
 	// outside tests.
 	Knobs TestingKnobs
 }
+
+// ReadOnlyOption is how a leader makes sure it still leads before it
+// answers a ReadIndex request.
+type ReadOnlyOption uint8
+
+const (
+	// ReadOnlySafe confirms leadership with a heartbeat round that a quorum
+	// acknowledges after the request arrived (Raft thesis §6.4). It relies
+	// on nothing but messages: the default.
+	ReadOnlySafe ReadOnlyOption = iota
+	// ReadOnlyLeaseBased answers at once, without a round, while the leader
+	// holds a lease: a quorum acknowledged heartbeats it created less than
+	// ElectionTicks-2 of its ticks ago (thesis §6.4.1). It saves a network
+	// round trip per read and keeps working while the leader's own
+	// heartbeats are in flight; in exchange it trusts clocks. It requires
+	// CheckQuorum and ElectionTicks >= 3.
+	//
+	// Why it is safe: with CheckQuorum, a voter that heard from its leader
+	// refuses to help elect anyone else until ElectionTicks of its own
+	// ticks have passed, and any new leader needs a vote from one of the
+	// quorum that acknowledged. A voter may take its first tick right after
+	// the heartbeat arrives, so no new leader exists for ElectionTicks-1
+	// tick lengths after the heartbeat was received, hence after it was
+	// created. The leader counts its lease from creation and ends it one
+	// tick earlier still, as a margin for clocks.
+	//
+	// What it assumes, and what breaks it:
+	//   - Bounded clock drift: ticks on every node advance at about the
+	//     same rate. The margin tolerates a leader's tick lasting up to
+	//     (ElectionTicks-1)/(ElectionTicks-2) times a voter's (12.5% longer
+	//     with ElectionTicks 10); a leader whose clock runs slower than
+	//     that, or a voter whose clock runs faster, may let a new leader
+	//     commit writes while the old one still answers reads: stale reads.
+	//   - No lost ticks: a leader process that pauses (GC, a stalled disk,
+	//     a suspended VM) in the middle of a read, after its last Tick and
+	//     before the core checks the lease, checks with a tick count that
+	//     missed the pause and may serve a stale read. The runtime must
+	//     catch up on the ticks a stall made it miss before it steps a read
+	//     (package node does); a pause after the check is harmless, since
+	//     the read index was current when it was taken.
+	//   - The same option on every voter: the voters' side of the rule is
+	//     part of it. A voter that restarts waits an election timeout before
+	//     voting (it may have acknowledged a heartbeat just before going
+	//     down), and Campaign refuses to overthrow a leader it heard from
+	//     within an election timeout (ErrLeaseHeld).
+	//
+	// Leadership transfer ends the leader's lease for the rest of its term
+	// as soon as it sends MsgTimeoutNow: the transferee's election does not
+	// wait for leases. Reads then go through heartbeat rounds, as they do
+	// whenever the lease has expired (a partitioned leader serves none).
+	ReadOnlyLeaseBased
+)
+
+func (o ReadOnlyOption) String() string {
+	switch o {
+	case ReadOnlySafe:
+		return "safe"
+	case ReadOnlyLeaseBased:
+		return "lease-based"
+	}
+	return fmt.Sprintf("ReadOnlyOption(%d)", uint8(o))
+}
+
+// minLeaseElectionTicks is the smallest ElectionTicks that leaves a lease of
+// at least one tick (leases last ElectionTicks-2 ticks).
+const minLeaseElectionTicks = 3
 
 // TestingKnobs each disable one safety rule.
 type TestingKnobs struct {
@@ -104,6 +175,18 @@ func (c *Config) Validate() error {
 	}
 	if c.ElectionTicks <= c.HeartbeatTicks {
 		errs = append(errs, fmt.Errorf("ElectionTicks (%d) must be greater than HeartbeatTicks (%d)", c.ElectionTicks, c.HeartbeatTicks))
+	}
+	switch c.ReadOnlyOption {
+	case ReadOnlySafe:
+	case ReadOnlyLeaseBased:
+		if !c.CheckQuorum {
+			errs = append(errs, errors.New("ReadOnlyLeaseBased requires CheckQuorum: without it followers vote a new leader in while the old one's lease still runs"))
+		}
+		if c.ElectionTicks < minLeaseElectionTicks {
+			errs = append(errs, fmt.Errorf("ReadOnlyLeaseBased needs ElectionTicks of at least %d to leave a lease, got %d", minLeaseElectionTicks, c.ElectionTicks))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown ReadOnlyOption %v", c.ReadOnlyOption))
 	}
 	if c.MaxSizePerMsg == 0 {
 		errs = append(errs, errors.New("MaxSizePerMsg must be positive"))

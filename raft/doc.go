@@ -43,6 +43,18 @@
 // next round, since acknowledgements of heartbeats sent before a request
 // prove nothing about leadership at the time of the request.
 //
+// With Config.ReadOnlyOption set to ReadOnlyLeaseBased (which requires
+// CheckQuorum) a leader skips the round while it holds a lease: a quorum
+// acknowledged heartbeats it created less than ElectionTicks-2 ticks ago.
+// Voters that heard from a leader refuse to elect another for ElectionTicks
+// ticks, so no new leader can exist before the lease runs out — provided
+// ticks advance at about the same rate on every node and the runtime does
+// not lose ticks while paused. A leader still answers only once it has
+// committed an entry of its term; with an expired lease, or for the rest of
+// a term in which it let a transferee campaign (MsgTimeoutNow), it falls
+// back to heartbeat rounds, so a partitioned leader answers nothing once a
+// new leader could exist. ReadOnlyLeaseBased documents the assumptions.
+//
 // The ordering in step 4 is what makes the protocol safe across crashes: a
 // vote or an append acknowledgement promises that the node will remember
 // it, so it may only leave once the promise is on disk. A leader's own
@@ -56,5 +68,5 @@
 // tick functions. log.go is the log as the core sees it (storage with
 // unstable entries on top), progress.go the leader's per-follower
 // replication state and inflight window, read_only.go the ReadIndex
-// protocol, and package quorum the majority arithmetic.
+// protocol and read leases, and package quorum the majority arithmetic.
 package raft

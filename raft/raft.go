@@ -27,6 +27,11 @@ var (
 	ErrInvalidMessage = errors.New("raft: invalid message")
 	// ErrNotVoter: the node cannot campaign because it is not a voter.
 	ErrNotVoter = errors.New("raft: node is not a voter")
+	// ErrLeaseHeld: with ReadOnlyLeaseBased, Campaign was refused because
+	// this node heard from a leader (or started) less than an election
+	// timeout ago: that leader may still serve reads under its lease.
+	// TransferLeadership moves leadership safely.
+	ErrLeaseHeld = errors.New("raft: campaign refused: a leader's read lease may still hold")
 )
 
 // transferCtx marks a MsgVote sent because the leader asked the candidate to
@@ -57,6 +62,11 @@ type Core struct {
 	heartbeatElapsed int
 	// randomizedElectionTimeout is in [ElectionTicks, 2*ElectionTicks).
 	randomizedElectionTimeout int
+	// startLease (lease mode): this node started less than an election
+	// timeout ago. It may have acknowledged a leader's heartbeat just
+	// before it went down, so it honours that leader's lease as if it had
+	// heard from it at start.
+	startLease bool
 
 	readOnly readOnly
 	// pendingReads wait (on a new leader) for an entry of its term to
@@ -120,6 +130,12 @@ func New(cfg Config) (*Core, error) {
 		trk: newTracker(voters, learners),
 		cfg: cfg,
 	}
+	if cfg.ReadOnlyOption == ReadOnlyLeaseBased {
+		// Validate guarantees ElectionTicks >= minLeaseElectionTicks.
+		c.readOnly.leaseTicks = uint64(cfg.ElectionTicks - 2)
+		// Only a node that reached a term can have heard from a leader.
+		c.startLease = hs.Term > 0
+	}
 	c.readOnly.reset()
 	c.becomeFollower(hs.Term, raftpb.None)
 	c.vote = hs.Vote
@@ -141,9 +157,15 @@ func (c *Core) promotable() bool { return c.trk.voters.Contains(c.id) }
 func (c *Core) Tick() { c.tick(c) }
 
 // Campaign starts an election now (a pre-election first if PreVote is on).
+// With ReadOnlyLeaseBased it returns ErrLeaseHeld while this node honours a
+// leader's lease: its own vote could elect a new leader while the old one
+// still answers reads from its lease.
 func (c *Core) Campaign() error {
 	if !c.promotable() {
 		return ErrNotVoter
+	}
+	if c.cfg.ReadOnlyOption == ReadOnlyLeaseBased && c.role != Leader && c.inLease() {
+		return ErrLeaseHeld
 	}
 	c.hup(false)
 	return nil
@@ -278,8 +300,7 @@ func (c *Core) stepTerm(m raftpb.Message) bool {
 	case m.Term > c.term:
 		if m.Type == raftpb.MsgVote || m.Type == raftpb.MsgPreVote {
 			force := string(m.Context) == string(transferCtx)
-			inLease := c.cfg.CheckQuorum && c.lead != raftpb.None && c.electionElapsed < c.cfg.ElectionTicks
-			if !force && inLease {
+			if !force && c.inLease() {
 				// A live leader exists: a node that merely lost touch
 				// with it must not depose it (thesis §4.2.3).
 				return true
@@ -311,6 +332,13 @@ func (c *Core) stepTerm(m raftpb.Message) bool {
 		return true
 	}
 	return false
+}
+
+// inLease reports whether this node must not help depose a leader yet: with
+// CheckQuorum, it heard from one (or, in lease mode, started) less than an
+// election timeout ago. Read leases rely on this rule.
+func (c *Core) inLease() bool {
+	return c.cfg.CheckQuorum && (c.lead != raftpb.None || c.startLease) && c.electionElapsed < c.cfg.ElectionTicks
 }
 
 func (c *Core) handleVoteRequest(m raftpb.Message) {
@@ -427,6 +455,7 @@ func (c *Core) becomeLeader() {
 	c.tick = tickHeartbeat
 	c.lead = c.id
 	c.role = Leader
+	c.startLease = false
 	c.trk.resetProgress(c.log.lastIndex()+1, c.cfg.MaxInflightMsgs, c.cfg.MaxInflightBytes)
 	if self, ok := c.trk.progress[c.id]; ok {
 		// The leader's own log counts toward commit only once durable.
@@ -497,6 +526,9 @@ func (c *Core) electionWon(pre bool) {
 
 func tickElection(c *Core) {
 	c.electionElapsed++
+	if c.electionElapsed >= c.cfg.ElectionTicks {
+		c.startLease = false
+	}
 	if c.promotable() && c.electionElapsed >= c.randomizedElectionTimeout {
 		c.electionElapsed = 0
 		c.hup(false)
@@ -504,6 +536,7 @@ func tickElection(c *Core) {
 }
 
 func tickHeartbeat(c *Core) {
+	c.readOnly.tick()
 	c.heartbeatElapsed++
 	c.electionElapsed++
 	if c.electionElapsed >= c.cfg.ElectionTicks {
@@ -524,6 +557,11 @@ func tickHeartbeat(c *Core) {
 	}
 	if c.heartbeatElapsed >= c.cfg.HeartbeatTicks {
 		c.heartbeatElapsed = 0
+		// In lease mode each heartbeat opens a round of its own, so that
+		// the acknowledgements renew the lease from this tick.
+		if c.readOnly.leased() {
+			c.readOnly.openRound()
+		}
 		c.bcastHeartbeat()
 	}
 }
@@ -773,7 +811,7 @@ func (c *Core) handleAppAck(m raftpb.Message, pr *progress) {
 	// the probe that found the match.
 	c.sendAppends(m.From, pr)
 	if m.From == c.leadTransferee && pr.match == c.log.lastIndex() {
-		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgTimeoutNow})
+		c.sendTimeoutNow(m.From)
 	}
 }
 
@@ -909,15 +947,15 @@ func (c *Core) bcastHeartbeat() {
 }
 
 // handleReadIndex records a read at the current commit index and confirms
-// leadership before answering.
+// leadership before answering: at once if no other leader can exist (we
+// alone are a quorum, or we hold a lease), else with a heartbeat round.
 func (c *Core) handleReadIndex(r readRequest) {
 	if !c.committedInTerm() {
 		c.pendingReads = append(c.pendingReads, r)
 		return
 	}
 	r.index = c.log.committed
-	if c.trk.voters.CommittedIndex(quorum.MapAckIndexer{c.id: 1}) == 1 {
-		// We alone are a quorum: nobody else can be leader.
+	if c.trk.voters.CommittedIndex(quorum.MapAckIndexer{c.id: 1}) == 1 || c.readOnly.leaseValid(c.trk.voters, c.id) {
 		c.serveReads([]readRequest{r})
 		return
 	}
@@ -945,12 +983,20 @@ func (c *Core) handleTransfer(to uint64) {
 	c.leadTransferee = to
 	c.electionElapsed = 0
 	if pr.match == c.log.lastIndex() {
-		c.send(raftpb.Message{To: to, Type: raftpb.MsgTimeoutNow})
+		c.sendTimeoutNow(to)
 		return
 	}
 	// Even an empty append helps: if earlier ones were lost, the
 	// transferee's rejection restarts replication to it now.
 	c.sendAppend(to, pr, true)
+}
+
+// sendTimeoutNow tells to to campaign at once. Its election skips the wait
+// that followers' leases impose, so this leader's read lease ends here, for
+// the rest of the term: the message may arrive however late.
+func (c *Core) sendTimeoutNow(to uint64) {
+	c.readOnly.revoke()
+	c.send(raftpb.Message{To: to, Type: raftpb.MsgTimeoutNow})
 }
 
 // ---- Ready ----
