@@ -23,8 +23,8 @@ import (
 // working directory (so each gets the default data directory), and returns
 // them with the arguments that start each again.
 func originalCluster(t *testing.T) (procs []*proc, args [][]string, dirs []string) {
-	peers := freePorts(t, 3)
-	https := freePorts(t, 3)
+	ports := freePorts(t, 6) // in one call, so all differ
+	peers, https := ports[:3], ports[3:]
 	for i := range 3 {
 		a := []string{"--http-addr", https[i], "--log-format", "json"}
 		for j := range 3 {
@@ -123,11 +123,11 @@ func TestOriginalFormLeaderSurvivesKill9(t *testing.T) {
 	}
 }
 
-// serveCluster starts three nodes with "raftkv serve" and returns them
-// with their data directories.
+// serveCluster starts three nodes with "raftkv serve", serving RESP and
+// HTTP, and returns them with their data directories.
 func serveCluster(t *testing.T) (procs []*proc, dataDirs []string) {
-	peers := freePorts(t, 3)
-	https := freePorts(t, 3)
+	ports := freePorts(t, 9) // in one call, so all differ
+	peers, https, rediss := ports[:3], ports[3:6], ports[6:]
 	var cluster []string
 	for i, addr := range peers {
 		cluster = append(cluster, fmt.Sprintf("n%d=%s", i+1, addr))
@@ -140,8 +140,10 @@ func serveCluster(t *testing.T) (procs []*proc, dataDirs []string) {
 			"RAFTKV_LOG_FORMAT=json",
 			"RAFTKV_DATA_DIR=" + dataDirs[i],
 		}
-		procs = append(procs, start(t, fmt.Sprintf("n%d", i+1), t.TempDir(), https[i], env,
-			"serve", "--id", fmt.Sprintf("n%d", i+1), "--http-addr", https[i]))
+		p := start(t, fmt.Sprintf("n%d", i+1), t.TempDir(), https[i], env,
+			"serve", "--id", fmt.Sprintf("n%d", i+1), "--http-addr", https[i], "--redis-addr", rediss[i])
+		p.redis = rediss[i]
+		procs = append(procs, p)
 	}
 	return procs, dataDirs
 }

@@ -1,12 +1,11 @@
 package e2e
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/raftkv/raftkv/client"
 )
@@ -30,6 +31,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// go-redis logs each failed dial; the tests dial killed nodes on purpose.
+	redis.SetLogger(quiet{})
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -100,6 +103,11 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// quiet discards go-redis' logs.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
 // freePorts returns n distinct loopback addresses nobody listens on now.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
@@ -125,19 +133,40 @@ type proc struct {
 	name   string
 	cmd    *exec.Cmd
 	http   string         // its --http-addr
+	redis  string         // its --redis-addr, if any
 	client *client.Client // talks to http
-
-	mu    sync.Mutex // guards lines
-	lines []string   // stderr so far
+	out    *lines         // stdout and stderr so far
 
 	done    chan struct{} // closed when the process has exited
 	exitErr error         // set before done is closed
 }
 
-// start runs the binary in dir with args and captures its stderr.
+// lines records what a process writes, line by line. exec.Cmd's copying
+// goroutine writes, tests read.
+type lines struct {
+	mu      sync.Mutex // guards partial and all
+	partial []byte     // the start of a line not yet ended
+	all     []string
+}
+
+func (l *lines) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, b...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		l.all = append(l.all, string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+}
+
+// start runs the binary in dir with args and records its output.
 func start(t *testing.T, name, dir, httpAddr string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, http: httpAddr, done: make(chan struct{})}
+	p := &proc{t: t, name: name, http: httpAddr, out: &lines{}, done: make(chan struct{})}
 	if httpAddr != "" {
 		var err error
 		if p.client, err = client.New([]string{httpAddr}, client.WithTimeout(time.Second)); err != nil {
@@ -148,38 +177,27 @@ func start(t *testing.T, name, dir, httpAddr string, env []string, args ...strin
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.mu.Unlock()
-		}
-		io.Copy(io.Discard, stderr)
 		p.exitErr = p.cmd.Wait()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("--- stderr of %s:\n%s", p.name, strings.Join(p.output(), "\n"))
+			t.Logf("--- output of %s:\n%s", p.name, strings.Join(p.output(), "\n"))
 		}
 	})
 	return p
 }
 
 func (p *proc) output() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.lines...)
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return append([]string(nil), p.out.all...)
 }
 
 // records returns the JSON log records with the given message.
@@ -268,4 +286,60 @@ func agreedLeader(t *testing.T, procs ...*proc) (leader *proc, term uint64) {
 
 func isConnReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
+// runCLI runs the binary to completion with args and returns what it wrote
+// to stdout and stderr and its exit code.
+func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("raftkv %q: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// freeBlocks returns the first ports of count blocks of n consecutive
+// loopback ports nobody listens on now, for raftkv dev's port flags.
+func freeBlocks(t *testing.T, count, n int) []int {
+	t.Helper()
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	var firsts []int
+	for attempt := 0; len(firsts) < count; attempt++ {
+		if attempt == 100 {
+			t.Fatalf("found no %d blocks of %d free consecutive ports", count, n)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := []net.Listener{ln}
+		first := ln.Addr().(*net.TCPAddr).Port
+		for i := 1; i < n; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first+i))
+			if err != nil {
+				break
+			}
+			block = append(block, l)
+		}
+		held = append(held, block...)
+		if len(block) == n {
+			firsts = append(firsts, first)
+		}
+	}
+	return firsts
 }

@@ -1,0 +1,290 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func redisClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{
+		Addr: addr,
+		// A retried write could be applied twice (it would carry a new
+		// request id): the history must hold what the client asked for.
+		MaxRetries:  -1,
+		DialTimeout: time.Second,
+		PoolSize:    1,
+	})
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+func TestRedisWritesThroughFollowersReadsEverywhere(t *testing.T) {
+	needBinary(t)
+	procs, _ := serveCluster(t)
+	leader, _ := agreedLeader(t, procs...)
+	ctx := context.Background()
+	clients := make([]*redis.Client, len(procs))
+	for i, p := range procs {
+		clients[i] = redisClient(t, p.redis)
+	}
+	for i, p := range procs {
+		if p == leader {
+			continue
+		}
+		key, value := "through-"+p.name, "written at "+p.name
+		if err := clients[i].Set(ctx, key, value, 0).Err(); err != nil {
+			t.Fatalf("SET through follower %s: %v", p.name, err)
+		}
+		// Reads are linearizable on every node: each sees the write at once.
+		for j, q := range procs {
+			if got, err := clients[j].Get(ctx, key).Result(); err != nil || got != value {
+				t.Errorf("GET %s from %s: got %q, %v; want %q", key, q.name, got, err, value)
+			}
+		}
+	}
+}
+
+// outcome classifies how a command ended.
+type outcome uint8
+
+const (
+	done       outcome = iota // answered
+	notApplied                // failed, and certainly changed nothing
+	unknown                   // a write that may or may not have been applied
+)
+
+// classify tells what err says about a command's effect, and whether the
+// connection is worth leaving for another node. Anything unexpected fails
+// the test.
+func classify(t *testing.T, err error) (o outcome, moveOn bool) {
+	var opErr *net.OpError
+	switch {
+	case err == nil, errors.Is(err, redis.Nil):
+		return done, false
+	case strings.HasPrefix(err.Error(), "TRYAGAIN"):
+		// The server says which: "was not applied" or "may or may not".
+		if strings.Contains(err.Error(), "may or may not") {
+			return unknown, true
+		}
+		return notApplied, true
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return notApplied, true // never reached a node
+	case errors.As(err, &opErr), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		strings.Contains(err.Error(), "EOF"), strings.Contains(err.Error(), "i/o timeout"):
+		return unknown, true // sent, then lost the connection or the patience
+	}
+	t.Errorf("unexpected error: %v", err)
+	return notApplied, true
+}
+
+// loadWorker is one client of the load: sequential commands on a few
+// shared keys (checked for linearizability) and on keys of its own (checked
+// to survive), moving to the next node whenever one fails it.
+type loadWorker struct {
+	t       *testing.T
+	id      int
+	clients []*redis.Client // one per node
+	cur     int
+	hist    *history
+	rng     *rand.Rand
+	seen    map[string]string // the last value read per shared key, for CAS
+
+	client    int               // the history's client id; a new one after an unknown outcome
+	acked     map[string]string // own keys whose SET was acknowledged
+	ownSeq    int
+	ok        atomic.Int64 // commands answered
+	okAfter   atomic.Int64 // commands answered that began after since
+	since     atomic.Int64 // a history time
+	clientIDs *atomic.Int64
+}
+
+var sharedKeys = []string{"reg-a", "reg-b", "reg-c", "reg-d"}
+
+func (w *loadWorker) run(ctx context.Context) {
+	for n := 0; ctx.Err() == nil; n++ {
+		rc := w.clients[w.cur]
+		// Each command's own timeout, above the server's 2s bounded wait, so
+		// that a reply is a TRYAGAIN rather than a client timeout.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var (
+			in  regInput
+			out regOutput
+			err error
+		)
+		call := w.hist.now()
+		switch r := w.rng.IntN(100); {
+		case r < 15:
+			w.ownSeq++
+			key, value := fmt.Sprintf("own-%d-%d", w.id, w.ownSeq), fmt.Sprint(w.rng.Uint64())
+			err = rc.Set(cctx, key, value, 0).Err()
+			if err == nil {
+				w.acked[key] = value
+			}
+			cancel()
+			w.count(call, err)
+			continue
+		case r < 55:
+			in = regInput{op: opGet, key: sharedKeys[w.rng.IntN(len(sharedKeys))]}
+			out.value, err = rc.Get(cctx, in.key).Result()
+			out.found = err == nil
+			if out.found {
+				w.seen[in.key] = out.value
+			}
+		case r < 85:
+			in = regInput{op: opSet, key: sharedKeys[w.rng.IntN(len(sharedKeys))], value: fmt.Sprintf("w%d-%d", w.id, n)}
+			err = rc.Set(cctx, in.key, in.value, 0).Err()
+		default:
+			in = regInput{op: opCAS, key: sharedKeys[w.rng.IntN(len(sharedKeys))], value: fmt.Sprintf("w%d-%d", w.id, n)}
+			in.expected = w.seen[in.key]
+			var swapped int64
+			swapped, err = rc.Do(cctx, "CAS", in.key, in.expected, in.value).Int64()
+			out.swapped = swapped == 1
+		}
+		cancel()
+		ret := w.hist.now()
+		switch w.count(call, err) {
+		case done:
+			w.hist.add(w.client, in, call, out, ret)
+		case unknown:
+			if in.op != opGet {
+				out.unknown = true
+				w.hist.add(w.client, in, call, out, ret)
+				// The operation stays open forever: later ones belong to
+				// another client, as if this one had crashed.
+				w.client = int(w.clientIDs.Add(1))
+			}
+		}
+	}
+}
+
+// count classifies err, moves to another node if it calls for that, and
+// counts successes.
+func (w *loadWorker) count(call int64, err error) outcome {
+	o, moveOn := classify(w.t, err)
+	if moveOn {
+		w.cur = (w.cur + 1) % len(w.clients)
+	}
+	if o == done {
+		w.ok.Add(1)
+		if call >= w.since.Load() {
+			w.okAfter.Add(1)
+		}
+	}
+	return o
+}
+
+// TestRedisLinearizableAcrossLeaderKill runs concurrent go-redis clients
+// against every node, kills the leader with SIGKILL mid-load, and checks
+// that the history is linearizable and every acknowledged write survived,
+// on every node, including the killed one once restarted.
+func TestRedisLinearizableAcrossLeaderKill(t *testing.T) {
+	needBinary(t)
+	procs, dataDirs := serveCluster(t)
+	leader, term := agreedLeader(t, procs...)
+
+	const workers = 8
+	hist := newHistory()
+	var clientIDs atomic.Int64
+	clientIDs.Store(workers)
+	ws := make([]*loadWorker, workers)
+	for i := range ws {
+		w := &loadWorker{
+			t: t, id: i, client: i, hist: hist, cur: i % len(procs),
+			rng:  rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
+			seen: make(map[string]string), acked: make(map[string]string), clientIDs: &clientIDs,
+		}
+		w.since.Store(1<<63 - 1)
+		for _, p := range procs {
+			w.clients = append(w.clients, redisClient(t, p.redis))
+		}
+		ws[i] = w
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { w.run(ctx) })
+	}
+	total := func() (n int64) {
+		for _, w := range ws {
+			n += w.ok.Load()
+		}
+		return n
+	}
+
+	eventually(t, "300 commands answered before the kill", func() bool { return total() >= 300 })
+	killedAt := time.Now()
+	killed := leader
+	killed.kill()
+	rest := without(procs, killed)
+	newLeader, newTerm := agreedLeader(t, rest...)
+	electedAt := hist.now()
+	t.Logf("killed %s (leader of term %d) after %d commands; %s leads term %d after %v", killed.name, term, total(), newLeader.name, newTerm, time.Since(killedAt).Round(time.Millisecond))
+	for _, w := range ws {
+		w.since.Store(electedAt)
+	}
+	eventually(t, "every client to get 20 answers from the new leader's cluster", func() bool {
+		for _, w := range ws {
+			if w.okAfter.Load() < 20 {
+				return false
+			}
+		}
+		return true
+	})
+	stop()
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	// The killed node comes back from its data directory and catches up.
+	i := indexOf(procs, killed)
+	back := start(t, killed.name, t.TempDir(), killed.http, nil, "serve", "--data-dir", dataDirs[i], "--http-addr", killed.http, "--redis-addr", killed.redis)
+	back.redis = killed.redis
+	procs[i] = back
+	agreedLeader(t, procs...)
+
+	// Every acknowledged write is on every node.
+	acked := make(map[string]string)
+	for _, w := range ws {
+		for k, v := range w.acked {
+			acked[k] = v
+		}
+	}
+	var keys []string
+	for k := range acked {
+		keys = append(keys, k)
+	}
+	for _, p := range procs {
+		rc := redisClient(t, p.redis)
+		for from := 0; from < len(keys); from += 100 {
+			chunk := keys[from:min(from+100, len(keys))]
+			var vals []any
+			eventually(t, "MGET from "+p.name, func() bool {
+				var err error
+				vals, err = rc.MGet(context.Background(), chunk...).Result()
+				return err == nil
+			})
+			for j, k := range chunk {
+				if v, ok := vals[j].(string); !ok || v != acked[k] {
+					t.Errorf("%s: %s = %v, want the acknowledged %q", p.name, k, vals[j], acked[k])
+				}
+			}
+		}
+	}
+	t.Logf("%d acknowledged writes of own keys present on all %d nodes", len(acked), len(procs))
+
+	hist.check(t)
+}
