@@ -16,13 +16,17 @@ import (
 	"github.com/raftkv/raftkv/kv"
 )
 
-// arity is how many arguments each command takes, at least and at most.
-var arity = map[string][2]int{
-	"get":     {1, 1},
-	"put":     {1, 2},
-	"del":     {1, 1},
-	"status":  {0, 0},
-	"members": {0, 0},
+// commands are the commands that talk to a cluster, with how many
+// arguments each takes, at least and at most, and what they are.
+var commands = map[string]struct {
+	min, max int
+	args     string
+}{
+	"get":     {1, 1, "KEY"},
+	"put":     {1, 2, "KEY [VALUE]"},
+	"del":     {1, 1, "KEY"},
+	"status":  {0, 0, ""},
+	"members": {0, 0, ""},
 }
 
 // runCommand runs one of the commands that talk to a cluster through its
@@ -74,12 +78,8 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 }
 
 func checkCommand(cmd string, pos []string, output string, timeout time.Duration) error {
-	if n := arity[cmd]; len(pos) < n[0] || len(pos) > n[1] {
-		want := fmt.Sprintf("%d arguments", n[0])
-		if n[0] != n[1] {
-			want = fmt.Sprintf("%d or %d arguments", n[0], n[1])
-		}
-		return fmt.Errorf("takes %s, got %d (see raftkv -h)", want, len(pos))
+	if c := commands[cmd]; len(pos) < c.min || len(pos) > c.max {
+		return fmt.Errorf("usage: %s [flags], got %d arguments (see raftkv %s -h)", strings.TrimSpace("raftkv "+cmd+" "+c.args), len(pos), cmd)
 	}
 	if output != "text" && output != "json" {
 		return fmt.Errorf("--output %q: want text or json", output)

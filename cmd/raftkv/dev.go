@@ -409,23 +409,23 @@ type prefixer struct {
 	buf    []byte // the start of a line not yet ended
 }
 
-// maxLine bounds the buffer: a longer line is written in pieces.
+// maxLine bounds the buffer: a longer line is cut in lines of maxLine
+// bytes.
 const maxLine = 64 << 10
 
 func (p *prefixer) Write(b []byte) (int, error) {
 	p.buf = append(p.buf, b...)
 	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 && len(p.buf) < maxLine {
-			break
+		var line []byte
+		if i := bytes.IndexByte(p.buf, '\n'); i >= 0 && i < maxLine {
+			line, p.buf = p.buf[:i+1], p.buf[i+1:]
+		} else if len(p.buf) >= maxLine {
+			line, p.buf = append(p.buf[:maxLine:maxLine], '\n'), p.buf[maxLine:]
+		} else {
+			return len(b), nil
 		}
-		if i < 0 {
-			i = len(p.buf) - 1
-		}
-		p.w.Write(append(append([]byte(nil), p.prefix...), p.buf[:i+1]...))
-		p.buf = p.buf[i+1:]
+		p.w.Write(append(append([]byte(nil), p.prefix...), line...))
 	}
-	return len(b), nil
 }
 
 // flush writes a last line without its newline, once the node has exited.

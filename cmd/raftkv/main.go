@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch cmd {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, getenv)
-	case "get", "put", "del", "status", "members":
+	case "get", "put", "del", "status", "members": // the keys of commands
 		return runCommand(ctx, cmd, args[1:], stdin, stdout, stderr, getenv)
 	case "help":
 		fmt.Fprint(stdout, usage)
