@@ -326,29 +326,30 @@ func stageKind(call *respCall) int {
 	}
 }
 
-// stageEnd returns the end of the stage that starts at calls[i].
+// stageEnd returns the end of the stage that starts at calls[i]: always
+// after i, so that execute makes progress.
 func stageEnd(calls []respCall, i int) int {
 	kind := -1
 	var keys map[string]struct{} // keys written by the stage so far
 	j := i
 	for ; j < len(calls) && j-i < maxStage; j++ {
 		k := stageKind(&calls[j])
-		if k == -1 {
+		switch {
+		case k == -1:
 			continue
-		}
-		if kind == -1 {
+		case kind == -1:
+			// The stage's first command: a key it names twice (MSET k 1 k 2)
+			// is its own business.
 			kind = k
-		} else if k != kind || k == stageAlone {
-			break
-		}
-		if kind != stageWrite {
+			if k == stageWrite {
+				keys = make(map[string]struct{})
+				addKeys(keys, &calls[j].kc)
+			}
 			continue
-		}
-		if keys == nil {
-			keys = make(map[string]struct{})
-		}
-		if !addKeys(keys, &calls[j].kc) {
-			break
+		case k != kind, k == stageAlone:
+			return j
+		case k == stageWrite && !addKeys(keys, &calls[j].kc):
+			return j
 		}
 	}
 	return j

@@ -110,6 +110,9 @@ func TestRESPCommands(t *testing.T) {
 		{args: []any{"INCR", "k"}, wantErr: "ERR value is not an integer or out of range"},
 		{args: []any{"GET", "n"}, want: "50"},
 		{args: []any{"MSET", "a", "1", "b", "2", "c", "3"}, want: "OK"},
+		{args: []any{"MSET", "d", "1", "d", "2"}, want: "OK"},
+		{args: []any{"GET", "d"}, want: "2"},
+		{args: []any{"DEL", "d", "d"}, want: int64(1)},
 		{args: []any{"MSET", "a", "1", "b"}, wantErr: "ERR wrong number of arguments for 'mset' command"},
 		{args: []any{"MGET", "a", "missing", "c"}, want: []any{"1", nil, "3"}},
 		{args: []any{"CAS", "a", "1", "one"}, want: int64(1)},
@@ -577,5 +580,48 @@ func TestRESPRestartCatchUp(t *testing.T) {
 	}
 	if n, err := c.rdbs[down].DBSize(ctx).Result(); err != nil || n != 500 {
 		t.Fatalf("DBSIZE on the restarted node = %d, %v; want 500", n, err)
+	}
+}
+
+// TestStageEnd checks how pipelines are cut into stages, and that every
+// stage holds at least one command whatever the pipeline.
+func TestStageEnd(t *testing.T) {
+	r := newRESPServer(nil, nil)
+	cmd := func(args ...string) respCall {
+		var call respCall
+		b := make([][]byte, len(args))
+		for i, a := range args {
+			b[i] = []byte(a)
+		}
+		r.prepare(&call, b)
+		return call
+	}
+	for _, tc := range []struct {
+		name  string
+		calls []respCall
+		ends  []int
+	}{
+		{"reads share a stage", []respCall{cmd("GET", "a"), cmd("MGET", "a", "b"), cmd("DBSIZE"), cmd("SET", "a", "1")}, []int{3, 4}},
+		{"writes to distinct keys share a stage", []respCall{cmd("SET", "a", "1"), cmd("INCR", "b"), cmd("MSET", "c", "1", "d", "2"), cmd("DEL", "a")}, []int{3, 4}},
+		{"a command's own repeated keys", []respCall{cmd("MSET", "k", "1", "k", "2", "k", "3")}, []int{1}},
+		{"repeated keys after the first", []respCall{cmd("SET", "x", "1"), cmd("MSET", "k", "1", "k", "2")}, []int{1, 2}},
+		{"local commands alone", []respCall{cmd("PING"), cmd("PING"), cmd("GET", "a")}, []int{1, 2, 3}},
+		{"refused commands join any stage", []respCall{cmd("NOPE"), cmd("GET", "a"), cmd("GET"), cmd("GET", "b"), cmd("SET", "a")}, []int{5}},
+		{"only refused commands", []respCall{cmd("NOPE"), cmd("GET")}, []int{2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ends []int
+			for i := 0; i < len(tc.calls); {
+				j := stageEnd(tc.calls, i)
+				if j <= i {
+					t.Fatalf("stage at %d ends at %d: no progress", i, j)
+				}
+				ends = append(ends, j)
+				i = j
+			}
+			if !slices.Equal(ends, tc.ends) {
+				t.Fatalf("stages end at %v; want %v", ends, tc.ends)
+			}
+		})
 	}
 }
