@@ -310,3 +310,26 @@ func without(procs []*proc, p *proc) []*proc {
 	}
 	return out
 }
+
+// TestLeaderHandsOverOnSIGTERM: a leader told to stop first hands its
+// leadership to a peer, so the cluster does not wait an election timeout.
+func TestLeaderHandsOverOnSIGTERM(t *testing.T) {
+	needBinary(t)
+	procs, _ := serveCluster(t)
+	leader, term := agreedLeader(t, procs...)
+	leader.cmd.Process.Signal(syscall.SIGTERM)
+	if code := leader.wait(); code != 0 {
+		t.Fatalf("%s exited with %d after SIGTERM, want 0", leader.name, code)
+	}
+	recs := leader.records("handed leadership over")
+	if len(recs) != 1 {
+		t.Fatalf("%s did not log that it handed leadership over", leader.name)
+	}
+	to := recs[0]["to"]
+	newLeader, newTerm := agreedLeader(t, without(procs, leader)...)
+	if newLeader.name != to || newTerm != term+1 {
+		t.Errorf("%s leads term %d; want %s, to whom %s handed leadership, in term %d", newLeader.name, newTerm, to, leader.name, term+1)
+	}
+	took, _ := recs[0]["took"].(float64) // nanoseconds
+	t.Logf("%s handed leadership to %v in %v", leader.name, to, time.Duration(took))
+}
