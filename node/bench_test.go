@@ -25,8 +25,37 @@ func BenchmarkProposeSingleNode(b *testing.B) {
 	benchPropose(b, 1, false)
 }
 
-func benchPropose(b *testing.B, size int, parallel bool) {
-	c := newCluster(b, size, func(cfg *Config) { cfg.Logger = slog.New(slog.DiscardHandler) })
+// BenchmarkReadIndex measures one linearizable read on the leader of a
+// 3-node loopback cluster: a heartbeat round per read in safe mode, none
+// while the leader holds a lease.
+func BenchmarkReadIndex(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		lease bool
+	}{{"safe", false}, {"lease", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := startNopCluster(b, 3, func(cfg *Config) { cfg.LeaseReads = mode.lease })
+			n := c.nodes[c.leader()]
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := n.ReadIndex(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// startNopCluster starts size nodes applying to nopMachine, logging nothing.
+func startNopCluster(b *testing.B, size int, tweak func(*Config)) *cluster {
+	c := newCluster(b, size, func(cfg *Config) {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		if tweak != nil {
+			tweak(cfg)
+		}
+	})
 	for i := range c.cfgs {
 		c.cfgs[i].StateMachine = nopMachine{}
 		n, err := Start(c.cfgs[i])
@@ -35,8 +64,12 @@ func benchPropose(b *testing.B, size int, parallel bool) {
 		}
 		c.nodes[i] = n
 	}
-	lead := c.leader()
-	n := c.nodes[lead]
+	return c
+}
+
+func benchPropose(b *testing.B, size int, parallel bool) {
+	c := startNopCluster(b, size, nil)
+	n := c.nodes[c.leader()]
 	data := make([]byte, 128)
 	ctx := context.Background()
 	b.ReportAllocs()

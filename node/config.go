@@ -96,6 +96,23 @@ type Config struct {
 	// Defaults 10 and 1.
 	ElectionTicks, HeartbeatTicks int
 
+	// LeaseReads makes the leader answer reads from a lease
+	// (raft.ReadOnlyLeaseBased) instead of confirming its leadership with
+	// a heartbeat round per batch of reads: a linearizable read on the
+	// leader then costs no network round trip. It requires CheckQuorum,
+	// which the node always enables, and ElectionTicks of at least 3.
+	//
+	// It trusts clocks: ticks must advance at about the same rate on every
+	// member (raft.ReadOnlyLeaseBased gives the bound; with the default
+	// ElectionTicks a leader's tick may last 12.5% longer than a
+	// follower's), or a deposed leader may serve stale reads. So that a
+	// loop stalled by a slow disk or a pause does not under-count time, a
+	// node with LeaseReads counts its ticks by the monotonic clock and
+	// catches up on missed ones before it steps a read; a machine whose
+	// monotonic clock stops while it is suspended is not covered. Set it
+	// alike on every member: the followers' side of the rule is part of it.
+	LeaseReads bool
+
 	// SnapshotEntries is how many applied entries trigger a snapshot of the
 	// state machine and a compaction of the log. Default 10000.
 	SnapshotEntries uint64
@@ -124,6 +141,10 @@ const (
 	DefaultCatchUpEntries   = 5000
 	DefaultMaxProposalBytes = 32 << 20
 )
+
+// minLeaseElectionTicks is the smallest election timeout that leaves a read
+// lease of at least one tick (raft.ReadOnlyLeaseBased).
+const minLeaseElectionTicks = 3
 
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
@@ -206,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ElectionTicks < 0 || c.HeartbeatTicks < 0 {
 		errs = append(errs, errors.New("ElectionTicks and HeartbeatTicks must not be negative"))
+	}
+	if c.LeaseReads && c.ElectionTicks > 0 && c.ElectionTicks < minLeaseElectionTicks {
+		errs = append(errs, fmt.Errorf("LeaseReads needs ElectionTicks of at least %d to leave room for a lease, got %d", minLeaseElectionTicks, c.ElectionTicks))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node config: %w", err)

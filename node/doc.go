@@ -4,7 +4,9 @@
 //
 // Three goroutines do the work:
 //
-//  1. The loop owns the core. It ticks it from a time.Ticker, steps it with
+//  1. The loop owns the core. It ticks it from a time.Ticker (with
+//     Config.LeaseReads, once for every tick due by the monotonic clock,
+//     so that ticks missed while busy still count), steps it with
 //     messages from the transport, proposals and read requests, and handles
 //     each raft.Ready in the order the Ready contract demands: a leader's
 //     appends go to the network first (they do not depend on the local disk,

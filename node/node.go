@@ -28,6 +28,9 @@ type Node struct {
 	core  *raft.Core // owned by the loop goroutine
 	store logStore
 	trans *transport.Transport
+	// clock, with LeaseReads, turns the monotonic clock into the core's
+	// ticks; nil otherwise. Owned by the loop goroutine.
+	clock *tickClock
 
 	// inbox carries everything the loop feeds the core. It is buffered so
 	// that bursts of peer messages and proposals queue while the loop
@@ -145,16 +148,15 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 	if err != nil {
 		return nil, fmt.Errorf("read initial state: %w", err)
 	}
-	rc := raft.DefaultConfig()
-	rc.ID = cfg.ID
-	rc.Voters = voters
+	rc := coreConfig(cfg, voters)
 	rc.Storage = store
 	rc.Applied = ap.applied
-	rc.ElectionTicks = cfg.ElectionTicks
-	rc.HeartbeatTicks = cfg.HeartbeatTicks
 	rc.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:16])))
 	if n.core, err = raft.New(rc); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if cfg.LeaseReads {
+		n.clock = &tickClock{interval: cfg.TickInterval, max: cfg.ElectionTicks}
 	}
 	n.trans, err = transport.New(transport.Config{
 		ID:         cfg.ID,
@@ -178,6 +180,23 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 	go n.run()
 	go n.runApply(ap)
 	return n, nil
+}
+
+// coreConfig is the raft configuration cfg asks for, short of the storage,
+// the applied index and the random source.
+func coreConfig(cfg Config, voters []uint64) raft.Config {
+	rc := raft.DefaultConfig()
+	rc.ID = cfg.ID
+	rc.Voters = voters
+	rc.ElectionTicks = cfg.ElectionTicks
+	rc.HeartbeatTicks = cfg.HeartbeatTicks
+	// Always on: a leader cut off from its quorum steps down, and
+	// followers that hear from a live leader do not depose it.
+	rc.CheckQuorum = true
+	if cfg.LeaseReads {
+		rc.ReadOnlyOption = raft.ReadOnlyLeaseBased
+	}
+	return rc
 }
 
 // restore loads the latest snapshot into the state machine and returns the
@@ -229,6 +248,11 @@ func (h handler) step(m raftpb.Message) {
 // run is the loop goroutine, the only one that touches the core.
 func (n *Node) run() {
 	defer close(n.loopDone)
+	if n.clock != nil {
+		// Before the ticker starts, so that it never fires before a tick
+		// is due by the clock.
+		n.clock.last = time.Now()
+	}
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -241,8 +265,9 @@ func (n *Node) run() {
 		}
 		select {
 		case <-ticker.C:
-			n.core.Tick()
+			n.tick()
 		case ev := <-n.inbox:
+			n.catchUpTicks()
 			n.step(ev)
 			n.stepQueued()
 		case <-readyNow:
@@ -256,6 +281,30 @@ func (n *Node) run() {
 			}
 		}
 		n.publishStatus()
+	}
+}
+
+// tick ticks the core when the ticker fires. With LeaseReads the clock
+// decides how many ticks are due instead: the ticker drops the ticks the
+// loop was too busy to receive.
+func (n *Node) tick() {
+	if n.clock == nil {
+		n.core.Tick()
+		return
+	}
+	n.catchUpTicks()
+}
+
+// catchUpTicks (LeaseReads) gives the core every tick due by the clock. It
+// runs before any input that may make the core check its lease: a leader
+// whose loop stalled (a slow disk, a GC pause) must not judge its lease by a
+// tick count that missed the stall.
+func (n *Node) catchUpTicks() {
+	if n.clock == nil {
+		return
+	}
+	for range n.clock.due(time.Now()) {
+		n.core.Tick()
 	}
 }
 
@@ -333,6 +382,9 @@ func (n *Node) handleReady() error {
 			return nil // stopping; Advance no longer matters
 		}
 	}
+	// Advance may commit a new leader's first entry and so serve reads
+	// that waited for it: after the disk write above, time has passed.
+	n.catchUpTicks()
 	n.core.Advance(rd)
 	return nil
 }
