@@ -52,9 +52,10 @@ type devOptions struct {
 func parseDevArgs(args []string, stderr io.Writer, getenv func(string) string) (devOptions, error) {
 	var o devOptions
 	fs := newFlagSet("raftkv dev")
-	// The nodes' info logs (connections, elections) would bury the
-	// status lines that say the same in short.
-	o.register(fs, "warn")
+	// The nodes' info and warning logs (connections, elections, peers
+	// unreachable while the others start or stop) would bury the status
+	// lines that say the same in short.
+	o.register(fs, "error")
 	fs.IntVar(&o.nodes, "nodes", defaultNodes, fmt.Sprintf("how many nodes to start (1 to %d)", maxDevNodes))
 	fs.StringVar(&o.host, "host", "127.0.0.1", "host the nodes listen on")
 	fs.IntVar(&o.peerPort, "peer-port", defaultPeerPort, "peer port of the first node; the others' follow")
@@ -291,7 +292,8 @@ func printConnect(w io.Writer, o devOptions, nodes []*devNode, leader string, te
 		cli = "go run ./cmd/raftkv" // started by go run, as the README's first command does
 	}
 	if o.nodes != defaultNodes || o.host != "127.0.0.1" || o.httpPort != defaultHTTPPort {
-		cli += " --endpoints " + strings.Join(https, ",")
+		// Not the endpoints the commands default to.
+		cli = "RAFTKV_ENDPOINTS=" + strings.Join(https, ",") + " " + cli
 	}
 	last := nodes[len(nodes)-1]
 	fmt.Fprintf(&b, `
@@ -301,7 +303,7 @@ Try, from another terminal:
   curl -XPUT %[4]s/v1/kv/hello -d world
   curl %[5]s/v1/kv/hello
   %[6]s status
-  %[6]s put greeting hi && %[6]s get greeting
+  %[6]s put greeting hi
 Dashboard: http://%[4]s/
 Kill the leader (kill -9 PID) to watch another take over.
 Ctrl-C stops the cluster.
@@ -339,14 +341,15 @@ func watchDev(ctx context.Context, o devOptions, nodes []*devNode, stdout io.Wri
 		case <-tick:
 			all, _ := c.Status(ctx)
 			if ctx.Err() == nil {
-				io.WriteString(stdout, statusLine(time.Now(), all))
+				io.WriteString(stdout, statusLine(time.Now(), nodes, all))
 			}
 		}
 	}
 }
 
-// statusLine is one line about every node.
-func statusLine(now time.Time, all []client.NodeStatus) string {
+// statusLine is one line about every node; all are the nodes' answers, in
+// order.
+func statusLine(now time.Time, nodes []*devNode, all []client.NodeStatus) string {
 	var b strings.Builder
 	b.WriteString(now.Format("15:04:05"))
 	for i, ns := range all {
@@ -356,7 +359,7 @@ func statusLine(now time.Time, all []client.NodeStatus) string {
 		}
 		b.WriteString(sep)
 		if ns.Err != nil {
-			fmt.Fprintf(&b, "%s down", strings.TrimPrefix(ns.Endpoint, "http://"))
+			fmt.Fprintf(&b, "%s down", nodes[i].name)
 			continue
 		}
 		st := ns.Status

@@ -15,8 +15,8 @@ func TestDevArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.nodes != 3 || o.logLevel != "warn" || o.dataDir != "" {
-		t.Errorf("defaults: %d nodes, log level %q, data dir %q; want 3, warn and a temporary one", o.nodes, o.logLevel, o.dataDir)
+	if o.nodes != 3 || o.logLevel != "error" || o.dataDir != "" {
+		t.Errorf("defaults: %d nodes, log level %q, data dir %q; want 3, error and a temporary one", o.nodes, o.logLevel, o.dataDir)
 	}
 	nodes := devNodes(o)
 	if got := []string{nodes[0].peer, nodes[2].redis, nodes[1].http}; strings.Join(got, " ") != "127.0.0.1:7001 127.0.0.1:6383 127.0.0.1:8082" {
@@ -26,7 +26,7 @@ func TestDevArgs(t *testing.T) {
 	if err != nil || o.nodes != 5 || o.httpPort != 9000 || o.dataDir != "/d" || o.tickInterval != 20*time.Millisecond {
 		t.Errorf("flags and environment: %+v, %v", o, err)
 	}
-	if args := strings.Join(o.args(), " "); !strings.Contains(args, "--tick-interval 20ms") || !strings.Contains(args, "--log-level warn") {
+	if args := strings.Join(o.args(), " "); !strings.Contains(args, "--tick-interval 20ms") || !strings.Contains(args, "--log-level error") {
 		t.Errorf("flags passed on to the nodes: %s", args)
 	}
 	for _, args := range [][]string{
@@ -72,8 +72,9 @@ func TestAgreedLeaderAndStatusLine(t *testing.T) {
 			t.Errorf("%s: got %s %d %v, want ok=%v", c.name, leader, term, ok, c.ok)
 		}
 	}
-	line := statusLine(time.Date(2030, 1, 1, 12, 34, 56, 0, time.UTC), []client.NodeStatus{st("n1", "leader", "n1", 3), down})
-	if want := "12:34:56  n1 leader term 3 commit 7 applied 6 | 127.0.0.1:8083 down\n"; line != want {
+	nodes := []*devNode{{name: "n1"}, {name: "n2"}}
+	line := statusLine(time.Date(2030, 1, 1, 12, 34, 56, 0, time.UTC), nodes, []client.NodeStatus{st("n1", "leader", "n1", 3), down})
+	if want := "12:34:56  n1 leader term 3 commit 7 applied 6 | n2 down\n"; line != want {
 		t.Errorf("status line %q, want %q", line, want)
 	}
 }
