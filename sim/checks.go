@@ -338,8 +338,8 @@ func (k *checker) leaderCompleteness(id uint64) {
 	}
 	if t, _ := disk.Term(i); t != k.committed[i-1].term {
 		c := k.committed[i-1]
-		k.failf(RuleLeaderCompleteness, "node %d's durable log reaches term %d at index %d, yet holds term %d at %d where %d/%d was committed in term %d",
-			id, lastTerm, last, t, i, i, c.term, c.in)
+		k.failf(RuleLeaderCompleteness, "node %d's durable log ends at %d/%d but holds %d/%d where %d/%d was committed in term %d: the leader of term %d lacked a committed entry",
+			id, last, lastTerm, i, t, i, c.term, c.in, lastTerm)
 	}
 }
 

@@ -19,7 +19,9 @@
 // Randomness comes from one math/rand/v2 PCG generator seeded with the
 // run's seed (the options are drawn from a second stream of the same seed).
 //
-// The network (network.go) loses, duplicates, delays and so reorders
+// Options (options.go) pick the cluster size, a fault Mix and the raft
+// configuration (timeouts, PreVote, CheckQuorum, flow-control limits) from
+// the seed. The network (network.go) loses, duplicates, delays and so reorders
 // messages, and makes symmetric, asymmetric and one-way partitions that
 // come and go. Every message goes through the real wire encoding. The
 // transport's local reports reach the sender's core as MsgUnreachable and
@@ -28,9 +30,14 @@
 // A node's runtime handles a Ready exactly as raft.Ready documents: send
 // Messages (before or after persisting, both are allowed), persist the
 // snapshot, entries and hard state, send MessagesAfterPersist, apply,
-// Advance. A crash may strike between any two of those steps, or between
-// two events. The fault injector also compacts logs behind snapshots and
-// forces campaigns and leadership transfers.
+// Advance. Half the time it does so in one step; otherwise persisting and
+// applying are later events, and the core takes ticks, messages and
+// proposals in between, as its contract allows. A crash may strike between
+// any two of those steps, or between any two events. The fault injector
+// also pauses processes (their clock stops and messages wait for them),
+// compacts logs behind snapshots (and the disk is now and then not ready to
+// hand one out), and forces campaigns and leadership transfers. Half the
+// faults aim at the current leader.
 //
 // After ChaosTicks the faults stop: the network heals and stops losing
 // messages, crashed nodes restart, and within LivenessTicks a proposal made
@@ -48,6 +55,13 @@
 // its term; read indexes that cover every commit made before the read was
 // asked; and the Ready contract itself (which messages may leave before
 // persisting, MustSync). Then liveness, as above.
+//
+// # Not modeled yet
+//
+// Membership changes; disks that lose an unsynced write (every Ready is
+// persisted whole, even when MustSync is false) or tear one; client
+// histories checked for linearizability (a later kv state machine and
+// porcupine plug in through StateMachine and Options).
 //
 // # Running and replaying
 //

@@ -15,9 +15,12 @@ type Options struct {
 	// Storage, Applied and Rand.
 	Raft raft.Config
 	// ChaosTicks is how long faults last before the network heals and every
-	// crashed node restarts; LivenessTicks bounds, from then on, the time
-	// until a leader has committed a new proposal and every node applied it.
-	ChaosTicks, LivenessTicks int
+	// crashed node restarts. LivenessTicks bounds, from then on, the time
+	// until a proposal made after healing commits (a majority applied it);
+	// CatchUpTicks bounds the time after that until every node applied it,
+	// which may take a while when a follower far behind is repaired one
+	// small append at a time.
+	ChaosTicks, LivenessTicks, CatchUpTicks int
 	// NewStateMachine makes a node's state machine, at start and after a
 	// crash that lost it.
 	NewStateMachine func() StateMachine
@@ -46,8 +49,8 @@ type Mix struct {
 
 var allPartitions = []PartitionKind{Symmetric, Asymmetric, OneWay}
 
-// Mixes are the fault blends Draw picks from.
-var Mixes = []Mix{
+// mixes are the fault blends Draw picks from; read-only.
+var mixes = []Mix{
 	{
 		Name:         "calm",
 		Link:         LinkFaults{MinDelay: 1, MaxDelay: 20},
@@ -92,8 +95,8 @@ var Mixes = []Mix{
 	},
 }
 
-// Sizes are the cluster sizes Draw picks from (3 and 5 twice as often).
-var Sizes = []int{1, 3, 3, 5, 5, 7}
+// sizes are the cluster sizes Draw picks from, read-only (3 and 5 twice as often).
+var sizes = []int{1, 3, 3, 5, 5, 7}
 
 // Streams of randomness derived from one seed: the options and the run
 // draw from separate streams so that changing one never shifts the other.
@@ -109,22 +112,27 @@ func seededRand(seed, stream uint64) *rand.Rand { return rand.New(rand.NewPCG(se
 func Draw(seed uint64) Options {
 	rng := seededRand(seed, streamOptions)
 	o := Options{
-		Nodes:           Sizes[rng.IntN(len(Sizes))],
-		Mix:             Mixes[rng.IntN(len(Mixes))],
+		Nodes:           sizes[rng.IntN(len(sizes))],
+		Mix:             mixes[rng.IntN(len(mixes))],
 		Raft:            drawRaftConfig(rng),
 		ChaosTicks:      100 + rng.IntN(300),
 		NewStateMachine: NewAppliedLog,
 		TraceSteps:      50,
 		MaxSteps:        2_000_000,
 	}
-	o.LivenessTicks = livenessTicks(o.Raft)
+	o.SetBounds()
 	return o
 }
 
-// livenessTicks bounds recovery: restarted nodes wait out an election
-// timeout (up to 2x ElectionTicks), a pre-vote round may fail against
-// followers that still heard a leader, and split votes cost a timeout each.
-func livenessTicks(cfg raft.Config) int { return 30*cfg.ElectionTicks + 50 }
+// SetBounds derives LivenessTicks and CatchUpTicks from the raft timeouts:
+// restarted nodes wait out an election timeout (up to 2x ElectionTicks), a
+// pre-vote round may fail against followers that still heard a leader,
+// split votes cost a timeout each, and the new leader's backlog must commit
+// before the proposal does.
+func (o *Options) SetBounds() {
+	o.LivenessTicks = 30*o.Raft.ElectionTicks + 50
+	o.CatchUpTicks = 10 * o.LivenessTicks
+}
 
 func drawRaftConfig(rng *rand.Rand) raft.Config {
 	cfg := raft.DefaultConfig()

@@ -184,7 +184,7 @@ var knobs = []knob{
 				PartitionEvery: 1,
 				ProposeEvery:   20,
 			}
-			o.LivenessTicks = livenessTicks(o.Raft)
+			o.SetBounds()
 		},
 	},
 	{
