@@ -58,27 +58,8 @@ func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// StatusSource is what the operational endpoints need from a node;
-// *node.Node implements it.
-type StatusSource interface {
-	Status() node.Status
-	// Done is closed once the node stops serving.
-	Done() <-chan struct{}
-}
-
-var _ StatusSource = (*node.Node)(nil)
-
-// NewHTTPHandler returns only the operational endpoints of node n
-// (/v1/status and /healthz), for a process that runs no key-value store.
-// A Server serves them along with everything else.
-func NewHTTPHandler(n StatusSource) http.Handler {
-	mux := http.NewServeMux()
-	handleOps(mux, n)
-	return mux
-}
-
 // handleOps registers /v1/status and /healthz.
-func handleOps(mux *http.ServeMux, n StatusSource) {
+func handleOps(mux *http.ServeMux, n Node) {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, statusJSON(n.Status()))
 	})

@@ -27,7 +27,9 @@ type Node interface {
 	// TransferLeadership hands leadership to member to and returns once
 	// this node sees to lead.
 	TransferLeadership(ctx context.Context, to uint64) error
-	StatusSource
+	Status() node.Status
+	// Done is closed once the node stops serving.
+	Done() <-chan struct{}
 }
 
 var _ Node = (*node.Node)(nil)
