@@ -42,10 +42,9 @@ type checker struct {
 	leaders map[uint64]uint64 // term -> the node observed leading it
 
 	// logKeys maps every (index, term) any node ever persisted to the
-	// entry's content and the term of the entry before it. Log matching
-	// holds across all logs if and only if this is a function: by
-	// induction on the index, equal (index, term) then means equal
-	// prefixes.
+	// entry's content and the term of the entry before it. While this
+	// stays a function, log matching holds across all logs: by induction
+	// on the index, equal (index, term) means equal prefixes.
 	logKeys map[[2]uint64]logKey
 
 	// committed[i-1] is the entry committed at index i: the committed
@@ -74,7 +73,6 @@ type nodeHistory struct {
 	hs           raftpb.HardState // last persisted
 	nextApply    uint64           // the index the state machine must apply next
 	recorded     uint64           // durable commits recorded into checker.committed up to here
-	role         raft.Role
 }
 
 type logKey struct {
@@ -138,7 +136,7 @@ func (k *checker) observe(id uint64, st raft.Status) {
 	if st.Applied > st.Commit {
 		k.failf(RuleContract, "node %d applied %d past its commit index %d", id, st.Applied, st.Commit)
 	}
-	n.term, n.commit, n.role = st.Term, st.Commit, st.Role
+	n.term, n.commit = st.Term, st.Commit
 	k.maxCommit = max(k.maxCommit, st.Commit)
 }
 

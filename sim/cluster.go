@@ -34,10 +34,6 @@ type Stats struct {
 	// Installed counts snapshots a follower received and installed;
 	// Reads counts read indexes answered.
 	Installed, Reads uint64
-	// StepErrors counts errors Step returned for messages that correct
-	// peers sent; FirstStepError is the first of them.
-	StepErrors     uint64
-	FirstStepError string
 	// RecoveryTicks is how long, after healing, the first proposal took to
 	// commit.
 	RecoveryTicks int64
@@ -53,10 +49,6 @@ func (s *Stats) Add(o Stats) {
 	s.Snapshots += o.Snapshots
 	s.Installed += o.Installed
 	s.Reads += o.Reads
-	s.StepErrors += o.StepErrors
-	if s.FirstStepError == "" {
-		s.FirstStepError = o.FirstStepError
-	}
 	s.RecoveryTicks = max(s.RecoveryTicks, o.RecoveryTicks)
 }
 
@@ -87,8 +79,12 @@ func (r *Result) Report(replay string) string {
 
 func (o Options) String() string {
 	c := o.Raft
-	return fmt.Sprintf("%d nodes, mix %q, election %d ticks, heartbeat %d, prevote=%t checkquorum=%t, msg %dB x %d inflight, %d chaos ticks, knobs %+v",
-		o.Nodes, o.Mix.Name, c.ElectionTicks, c.HeartbeatTicks, c.PreVote, c.CheckQuorum, c.MaxSizePerMsg, c.MaxInflightMsgs, o.ChaosTicks, c.Knobs)
+	s := fmt.Sprintf("%d nodes, mix %q, election %d ticks, heartbeat %d, prevote=%t checkquorum=%t, msg %dB x %d inflight, %d chaos ticks",
+		o.Nodes, o.Mix.Name, c.ElectionTicks, c.HeartbeatTicks, c.PreVote, c.CheckQuorum, c.MaxSizePerMsg, c.MaxInflightMsgs, o.ChaosTicks)
+	if c.Knobs != (raft.TestingKnobs{}) {
+		s += fmt.Sprintf(", BROKEN ON PURPOSE: %+v", c.Knobs)
+	}
+	return s
 }
 
 // Run simulates one cluster under opts, driven by seed, and checks it.
@@ -131,7 +127,6 @@ type node struct {
 
 // cluster is the simulated world: nodes, network, clock and scheduler.
 type cluster struct {
-	seed  uint64
 	opts  Options
 	rng   *rand.Rand // the run's only source of randomness
 	now   int64      // simulated time
@@ -170,7 +165,6 @@ type cluster struct {
 
 func newCluster(seed uint64, opts Options) *cluster {
 	c := &cluster{
-		seed:    seed,
 		opts:    opts,
 		rng:     seededRand(seed, streamRun),
 		net:     NewNetwork(opts.Nodes, opts.Mix.Link),
@@ -434,11 +428,10 @@ func (c *cluster) stepCore(n *node, m raftpb.Message) {
 	note := ""
 	if err != nil {
 		note = err.Error()
+		// Every message here comes from a correct core (or the runtime's
+		// own reports); the core rejects only malformed ones.
 		if !errors.Is(err, raft.ErrProposalDropped) {
-			c.stats.StepErrors++
-			if c.stats.FirstStepError == "" {
-				c.stats.FirstStepError = fmt.Sprintf("seed %d step %d: node %d: Step(%v): %v", c.seed, c.step, n.id, m, err)
-			}
+			c.check.failf(RuleContract, "node %d: Step(%v) rejected a message a correct peer sent: %v", n.id, m, err)
 		}
 	}
 	c.line(traceLine{kind: lineDeliver, node: n.id, msg: m, note: note})
