@@ -124,8 +124,9 @@ func TestOriginalFormLeaderSurvivesKill9(t *testing.T) {
 }
 
 // serveCluster starts three nodes with "raftkv serve", serving RESP and
-// HTTP, and returns them with their data directories.
-func serveCluster(t *testing.T) (procs []*proc, dataDirs []string) {
+// HTTP, with extraEnv in their environment (RAFTKV_<FLAG>=...), and returns
+// them with their data directories.
+func serveCluster(t *testing.T, extraEnv ...string) (procs []*proc, dataDirs []string) {
 	ports := freePorts(t, 9) // in one call, so all differ
 	peers, https, rediss := ports[:3], ports[3:6], ports[6:]
 	var cluster []string
@@ -140,6 +141,7 @@ func serveCluster(t *testing.T) (procs []*proc, dataDirs []string) {
 			"RAFTKV_LOG_FORMAT=json",
 			"RAFTKV_DATA_DIR=" + dataDirs[i],
 		}
+		env = append(env, extraEnv...)
 		p := start(t, fmt.Sprintf("n%d", i+1), t.TempDir(), https[i], env,
 			"serve", "--id", fmt.Sprintf("n%d", i+1), "--http-addr", https[i], "--redis-addr", rediss[i])
 		p.redis = rediss[i]

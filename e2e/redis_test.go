@@ -188,10 +188,17 @@ func (w *loadWorker) count(call int64, err error) outcome {
 // TestRedisLinearizableAcrossLeaderKill runs concurrent go-redis clients
 // against every node, kills the leader with SIGKILL mid-load, and checks
 // that the history is linearizable and every acknowledged write survived,
-// on every node, including the killed one once restarted.
+// on every node, including the killed one once restarted; in both read
+// modes.
 func TestRedisLinearizableAcrossLeaderKill(t *testing.T) {
 	needBinary(t)
-	procs, dataDirs := serveCluster(t)
+	for _, mode := range []string{"safe", "lease"} {
+		t.Run(mode, func(t *testing.T) { linearizableAcrossLeaderKill(t, "RAFTKV_READ_MODE="+mode) })
+	}
+}
+
+func linearizableAcrossLeaderKill(t *testing.T, env ...string) {
+	procs, dataDirs := serveCluster(t, env...)
 	leader, term := agreedLeader(t, procs...)
 
 	const workers = 8
@@ -251,7 +258,7 @@ func TestRedisLinearizableAcrossLeaderKill(t *testing.T) {
 
 	// The killed node comes back from its data directory and catches up.
 	i := indexOf(procs, killed)
-	back := start(t, killed.name, t.TempDir(), killed.http, nil, "serve", "--data-dir", dataDirs[i], "--http-addr", killed.http, "--redis-addr", killed.redis)
+	back := start(t, killed.name, t.TempDir(), killed.http, env, "serve", "--data-dir", dataDirs[i], "--http-addr", killed.http, "--redis-addr", killed.redis)
 	back.redis = killed.redis
 	procs[i] = back
 	agreedLeader(t, procs...)

@@ -74,6 +74,9 @@ func parseDevArgs(args []string, stderr io.Writer, getenv func(string) string) (
 	case o.statusInterval < 0:
 		return o, fmt.Errorf("--status-interval must not be negative, got %v", o.statusInterval)
 	}
+	if _, err := o.leaseReads(); err != nil {
+		return o, err
+	}
 	for _, p := range []struct {
 		flag string
 		port int

@@ -22,11 +22,11 @@ func TestDevArgs(t *testing.T) {
 	if got := []string{nodes[0].peer, nodes[2].redis, nodes[1].http}; strings.Join(got, " ") != "127.0.0.1:7001 127.0.0.1:6383 127.0.0.1:8082" {
 		t.Errorf("default addresses %q", got)
 	}
-	o, err = parseDevArgs([]string{"--nodes", "5", "--http-port", "9000"}, &bytes.Buffer{}, env(map[string]string{"RAFTKV_DATA_DIR": "/d", "RAFTKV_TICK_INTERVAL": "20ms"}))
+	o, err = parseDevArgs([]string{"--nodes", "5", "--http-port", "9000", "--read-mode", "lease"}, &bytes.Buffer{}, env(map[string]string{"RAFTKV_DATA_DIR": "/d", "RAFTKV_TICK_INTERVAL": "20ms"}))
 	if err != nil || o.nodes != 5 || o.httpPort != 9000 || o.dataDir != "/d" || o.tickInterval != 20*time.Millisecond {
 		t.Errorf("flags and environment: %+v, %v", o, err)
 	}
-	if args := strings.Join(o.args(), " "); !strings.Contains(args, "--tick-interval 20ms") || !strings.Contains(args, "--log-level error") {
+	if args := strings.Join(o.args(), " "); !strings.Contains(args, "--tick-interval 20ms") || !strings.Contains(args, "--log-level error") || !strings.Contains(args, "--read-mode lease") {
 		t.Errorf("flags passed on to the nodes: %s", args)
 	}
 	for _, args := range [][]string{
@@ -36,6 +36,7 @@ func TestDevArgs(t *testing.T) {
 		{"--peer-port", "65534"},
 		{"--redis-port", "0"},
 		{"--status-interval", "-1s"},
+		{"--read-mode", "fast"},
 	} {
 		if _, err := parseDevArgs(args, &bytes.Buffer{}, env(nil)); err == nil {
 			t.Errorf("parseDevArgs(%q) succeeded, want an error", args)

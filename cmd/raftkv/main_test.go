@@ -54,6 +54,7 @@ func TestServeFlagsAndEnvironment(t *testing.T) {
 		"RAFTKV_ID":             "n9", // the flag wins
 		"RAFTKV_LOG_FORMAT":     "json",
 		"RAFTKV_ELECTION_TICKS": "20",
+		"RAFTKV_READ_MODE":      "lease",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -61,8 +62,8 @@ func TestServeFlagsAndEnvironment(t *testing.T) {
 	if cfg.ID != node.MemberID("n2") || cfg.DataDir != dir || len(cfg.Members) != 3 {
 		t.Errorf("got id %x dir %q members %v", cfg.ID, cfg.DataDir, cfg.Members)
 	}
-	if o.logFormat != "json" || cfg.ElectionTicks != 20 || cfg.TickInterval != 50*time.Millisecond {
-		t.Errorf("got log format %q, election ticks %d, tick %v", o.logFormat, cfg.ElectionTicks, cfg.TickInterval)
+	if o.logFormat != "json" || cfg.ElectionTicks != 20 || cfg.TickInterval != 50*time.Millisecond || !cfg.LeaseReads {
+		t.Errorf("got log format %q, election ticks %d, tick %v, lease reads %v", o.logFormat, cfg.ElectionTicks, cfg.TickInterval, cfg.LeaseReads)
 	}
 }
 
@@ -85,6 +86,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1"},
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1,n1=a:2"},
 		{"--status-interval", "-1s", "127.0.0.1:7000"},
+		{"--read-mode", "fast", "127.0.0.1:7000"},
 	} {
 		if _, _, err := parseArgs(args, &bytes.Buffer{}, env(nil)); err == nil {
 			t.Errorf("parseArgs(%q) succeeded, want a usage error", args)

@@ -32,6 +32,7 @@ type nodeFlags struct {
 	electionTicks       int
 	heartbeatTicks      int
 	snapshotEntries     uint64
+	readMode            string
 }
 
 // register adds the flags to fs, the log level's default being logLevel.
@@ -42,6 +43,18 @@ func (f *nodeFlags) register(fs *flag.FlagSet, logLevel string) {
 	fs.IntVar(&f.electionTicks, "election-ticks", node.DefaultElectionTicks, "election timeout in ticks (randomized up to twice this)")
 	fs.IntVar(&f.heartbeatTicks, "heartbeat-ticks", node.DefaultHeartbeatTicks, "leader heartbeat interval in ticks")
 	fs.Uint64Var(&f.snapshotEntries, "snapshot-entries", node.DefaultSnapshotEntries, "snapshot and compact the log every this many applied entries")
+	fs.StringVar(&f.readMode, "read-mode", "safe", "how the leader confirms linearizable reads: safe (a heartbeat round per batch of reads) or lease (no round; trusts that clocks on all members run at about the same rate; set it alike on every member)")
+}
+
+// leaseReads reports whether the read mode is lease rather than safe.
+func (f *nodeFlags) leaseReads() (bool, error) {
+	switch f.readMode {
+	case "safe":
+		return false, nil
+	case "lease":
+		return true, nil
+	}
+	return false, fmt.Errorf("--read-mode %q: want safe or lease", f.readMode)
 }
 
 // args returns the flags as command-line arguments.
@@ -53,6 +66,7 @@ func (f *nodeFlags) args() []string {
 		"--election-ticks", fmt.Sprint(f.electionTicks),
 		"--heartbeat-ticks", fmt.Sprint(f.heartbeatTicks),
 		"--snapshot-entries", fmt.Sprint(f.snapshotEntries),
+		"--read-mode", f.readMode,
 	}
 }
 
@@ -264,6 +278,9 @@ func parseArgs(args []string, stderr io.Writer, getenv func(string) string) (nod
 	cfg.ElectionTicks = o.electionTicks
 	cfg.HeartbeatTicks = o.heartbeatTicks
 	cfg.SnapshotEntries = o.snapshotEntries
+	if cfg.LeaseReads, err = o.leaseReads(); err != nil {
+		return node.Config{}, o, err
+	}
 	return cfg, o, nil
 }
 
