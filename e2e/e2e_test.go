@@ -260,6 +260,8 @@ func TestStartupErrorsExit2WithOneLine(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml", "--data-dir", t.TempDir(), addrs[0]}, "xml"},
 		{"peer address in use", []string{"--data-dir", t.TempDir(), busy.Addr().String(), addrs[1]}, "in use"},
 		{"http address in use", []string{"--data-dir", t.TempDir(), "--http-addr", busy.Addr().String(), addrs[0]}, "in use"},
+		{"redis address in use", []string{"--data-dir", t.TempDir(), "--redis-addr", busy.Addr().String(), addrs[0]}, "in use"},
+		{"bad read mode", []string{"--data-dir", t.TempDir(), "--read-mode", "fast", addrs[0]}, "--read-mode"},
 		{"data dir of another node", []string{"--data-dir", used, addrs[1], addrs[0]}, "belongs to another node"},
 	}
 	for _, c := range cases {

@@ -113,8 +113,8 @@ func (d *devNode) exited() bool {
 // name; what to connect to and the cluster's status go to stdout.
 //
 // On Linux the children run in their own process group, so that Ctrl-C
-// reaches only this process, which stops them in order, and they get
-// SIGTERM if this process dies without stopping them.
+// reaches only this process, which then stops them, and they get SIGTERM
+// if this process dies without stopping them.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	o, err := parseDevArgs(args, stderr, getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -154,7 +154,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if !stopDev(nodes, stdout) && code == exitOK {
 		code = exitFailed
 	}
-	if temp && code == exitOK {
+	switch {
+	case temp && code == exitFailed:
+		fmt.Fprintf(stdout, "raftkv dev: data kept in %s, to see what failed\n", dir)
+	case temp:
 		if err := os.RemoveAll(dir); err != nil {
 			fmt.Fprintf(stderr, "raftkv dev: remove the data directory: %s\n", oneLine(err))
 		}
@@ -231,7 +234,7 @@ func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNo
 		select {
 		case <-poll.C:
 		case <-ctx.Done():
-			return exitFailed
+			return exitOK // Ctrl-C before the cluster was up: stop it as usual
 		}
 	}
 }

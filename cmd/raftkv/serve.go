@@ -96,46 +96,11 @@ func runNode(ctx context.Context, args []string, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
 		return exitStartup
 	}
-	sm := server.NewStateMachine(kv.New())
-	cfg.Logger, cfg.StateMachine = logger, sm
-
-	// Listen before starting the node, so that a busy port is reported
-	// before the node touches its data.
-	redisLn, err := listen("redis", o.redisAddr)
+	cfg.Logger = logger
+	n, srv, err := startNode(cfg, o, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
 		return exitStartup
-	}
-	httpLn, err := listen("http", o.httpAddr)
-	if err != nil {
-		closeAll(redisLn)
-		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
-		return exitStartup
-	}
-	n, err := node.Start(cfg)
-	if err != nil {
-		closeAll(redisLn, httpLn)
-		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
-		return exitStartup
-	}
-	var srv *server.Server
-	if redisLn != nil || httpLn != nil {
-		srv, err = server.New(server.Config{
-			RedisListener: redisLn, HTTPListener: httpLn,
-			Node: n, StateMachine: sm, Logger: logger,
-			// A proposal lost in a leader change is proposed again after
-			// about the time a new leader takes to be elected.
-			ProposalTimeout: electionTimeout(cfg),
-		})
-		if err == nil {
-			err = srv.Start()
-		}
-		if err != nil {
-			closeAll(redisLn, httpLn)
-			n.Close()
-			fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
-			return exitStartup
-		}
 	}
 
 	code := exitOK
@@ -176,6 +141,48 @@ wait:
 		logger.Info("stopped cleanly")
 	}
 	return code
+}
+
+// startNode starts the node with the kv store as its state machine, and the
+// server for the client addresses given, if any.
+func startNode(cfg node.Config, o options, logger *slog.Logger) (*node.Node, *server.Server, error) {
+	sm := server.NewStateMachine(kv.New())
+	cfg.StateMachine = sm
+	// Listen before starting the node, so that a busy port is reported
+	// before the node touches its data.
+	redisLn, err := listen("redis", o.redisAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	httpLn, err := listen("http", o.httpAddr)
+	if err != nil {
+		closeAll(redisLn)
+		return nil, nil, err
+	}
+	n, err := node.Start(cfg)
+	if err != nil {
+		closeAll(redisLn, httpLn)
+		return nil, nil, err
+	}
+	if redisLn == nil && httpLn == nil {
+		return n, nil, nil
+	}
+	srv, err := server.New(server.Config{
+		RedisListener: redisLn, HTTPListener: httpLn,
+		Node: n, StateMachine: sm, Logger: logger,
+		// A proposal lost in a leader change is proposed again after
+		// about the time a new leader takes to be elected.
+		ProposalTimeout: electionTimeout(cfg),
+	})
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		closeAll(redisLn, httpLn)
+		n.Close()
+		return nil, nil, err
+	}
+	return n, srv, nil
 }
 
 func electionTimeout(cfg node.Config) time.Duration {
