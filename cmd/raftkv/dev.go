@@ -58,9 +58,9 @@ func parseDevArgs(args []string, stderr io.Writer, getenv func(string) string) (
 	o.register(fs, "error")
 	fs.IntVar(&o.nodes, "nodes", defaultNodes, fmt.Sprintf("how many nodes to start (1 to %d)", maxDevNodes))
 	fs.StringVar(&o.host, "host", "127.0.0.1", "host the nodes listen on")
-	fs.IntVar(&o.peerPort, "peer-port", defaultPeerPort, "peer port of the first node; the others' follow")
-	fs.IntVar(&o.redisPort, "redis-port", defaultRedisPort, "Redis protocol port of the first node; the others' follow")
-	fs.IntVar(&o.httpPort, "http-port", defaultHTTPPort, "HTTP port of the first node; the others' follow")
+	fs.IntVar(&o.peerPort, "peer-port", defaultPeerPort, "peer port of the first node; the others' ports follow")
+	fs.IntVar(&o.redisPort, "redis-port", defaultRedisPort, "Redis protocol port of the first node; the others' ports follow")
+	fs.IntVar(&o.httpPort, "http-port", defaultHTTPPort, "HTTP port of the first node; the others' ports follow")
 	fs.StringVar(&o.dataDir, "data-dir", "", "directory for the nodes' data, one subdirectory each (default: a new temporary directory, removed on exit)")
 	fs.DurationVar(&o.statusInterval, "status-interval", 2*time.Second, "how often to print the cluster's status; 0: never")
 	pos, err := parseFlags(fs, args, stderr, getenv)
@@ -150,7 +150,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if code == exitOK {
 		code = watchDev(ctx, o, nodes, stdout)
 	}
-	fmt.Fprintf(stdout, "raftkv dev: stopping %d nodes\n", len(nodes))
+	fmt.Fprintf(stdout, "raftkv dev: stopping %s\n", count(len(nodes)))
 	if !stopDev(nodes, stdout) && code == exitOK {
 		code = exitFailed
 	}
@@ -166,6 +166,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		fmt.Fprintln(stdout, "raftkv dev: stopped cleanly")
 	}
 	return code
+}
+
+// count says how many nodes n is, in words.
+func count(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return fmt.Sprintf("%d nodes", n)
 }
 
 // devNodes names the nodes and their addresses.
@@ -280,7 +288,7 @@ func agreedLeader(all []client.NodeStatus) (leader string, term uint64, ok bool)
 // printConnect prints the nodes and how to talk to them.
 func printConnect(w io.Writer, o devOptions, nodes []*devNode, leader string, term uint64) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "\nraftkv dev: %d nodes up, %s leads term %d\n\n", len(nodes), leader, term)
+	fmt.Fprintf(&b, "\nraftkv dev: %s up, %s leads term %d\n\n", count(len(nodes)), leader, term)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NODE\tPID\tPEER\tREDIS\tHTTP")
 	var https []string
@@ -311,10 +319,11 @@ Try, from another terminal:
   %[6]s status
   %[6]s put greeting hi
 Dashboard: http://%[4]s/
-Kill the leader (kill -9 PID) to watch another take over.
-Ctrl-C stops the cluster.
-
 `, redisCLI, o.redisPort, o.redisPort+len(nodes)-1, nodes[0].http, last.http, cli)
+	if len(nodes) >= 3 {
+		b.WriteString("Kill the leader (kill -9 PID) to watch another take over.\n")
+	}
+	b.WriteString("Ctrl-C stops the cluster.\n\n")
 	w.Write(b.Bytes())
 }
 
