@@ -110,6 +110,12 @@ func (nw *network) process(id uint64) bool {
 		return false
 	}
 	rd := n.core.Ready()
+	for _, m := range slices.Concat(rd.Messages, rd.MessagesAfterPersist) {
+		// What a real transport holds every message to.
+		if m.From != id {
+			nw.t.Fatalf("node %d sends %v under another name", id, m)
+		}
+	}
 	nw.queue = append(nw.queue, rd.Messages...)
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {

@@ -187,17 +187,19 @@ func (c *Core) ReadIndex(rctx []byte) {
 }
 
 // TransferLeadership asks the leader to hand leadership to the voter to.
-// On a follower the request is forwarded to the leader.
+// On a follower the request is forwarded to the leader. The leader ignores
+// a transfer to itself, to a learner or to a node it does not know.
 func (c *Core) TransferLeadership(to uint64) {
-	_ = c.stepLocal(raftpb.Message{Type: raftpb.MsgTransferLeader, From: to})
+	if to == raftpb.None {
+		return
+	}
+	_ = c.stepLocal(raftpb.Message{Type: raftpb.MsgTransferLeader, Index: to})
 }
 
 // stepLocal steps a request made through the Core's methods: it bypasses the
 // checks that Step applies to messages from the network.
 func (c *Core) stepLocal(m raftpb.Message) error {
-	if m.From == raftpb.None {
-		m.From = c.id
-	}
+	m.From = c.id
 	return c.step(c, m)
 }
 
@@ -240,10 +242,8 @@ func (c *Core) validate(m raftpb.Message) error {
 	if m.Type.IsLocal() && m.Term != 0 {
 		return fmt.Errorf("%w: %v", ErrStepLocalMsg, m)
 	}
-	// Forwarded requests keep their original sender, which may be this
-	// node: it forwarded to a node that was no longer leader, which
-	// forwarded it back to us, the leader now.
-	if m.From == raftpb.None || (m.From == c.id && !termless(m.Type)) {
+	// From is the sender even on a forwarded request, so never this node.
+	if m.From == raftpb.None || m.From == c.id {
 		return fmt.Errorf("%w: bad sender in %v", ErrInvalidMessage, m)
 	}
 	if m.To != c.id && !(m.To == raftpb.None && m.Type.IsLocal()) {
@@ -253,8 +253,8 @@ func (c *Core) validate(m raftpb.Message) error {
 		return fmt.Errorf("%w: %v has no term", ErrInvalidMessage, m)
 	}
 	// No log or term gets this far; rejecting it here keeps every later
-	// +1 from wrapping around.
-	if m.Term == math.MaxUint64 || m.Index == math.MaxUint64 || m.Commit == math.MaxUint64 ||
+	// +1 from wrapping around. A transfer's Index is a node id instead.
+	if m.Term == math.MaxUint64 || (m.Index == math.MaxUint64 && m.Type != raftpb.MsgTransferLeader) || m.Commit == math.MaxUint64 ||
 		(m.Snapshot != nil && m.Snapshot.Metadata.Index == math.MaxUint64) {
 		return fmt.Errorf("%w: %v has an impossible term or index", ErrInvalidMessage, m)
 	}
@@ -279,6 +279,10 @@ func (c *Core) validate(m raftpb.Message) error {
 		s := m.Snapshot
 		if s == nil || s.Metadata.Index == 0 || s.Metadata.Term == 0 || s.Metadata.Term > m.Term {
 			return fmt.Errorf("%w: %v carries no usable snapshot", ErrInvalidMessage, m)
+		}
+	case raftpb.MsgTransferLeader:
+		if m.Index == raftpb.None {
+			return fmt.Errorf("%w: %v names no transferee", ErrInvalidMessage, m)
 		}
 	case raftpb.MsgProp:
 		if len(m.Entries) == 0 {
@@ -377,13 +381,10 @@ func sendsBeforePersist(t raftpb.MessageType) bool {
 	return false
 }
 
-// send queues m. It stamps this node as the sender unless m is forwarded
-// (From already set), and the current term unless m has its own or is
-// termless.
+// send queues m. It stamps this node as the sender, forwarded requests
+// included, and the current term unless m has its own or is termless.
 func (c *Core) send(m raftpb.Message) {
-	if m.From == raftpb.None {
-		m.From = c.id
-	}
+	m.From = c.id
 	switch {
 	case termless(m.Type):
 		m.Term = 0
@@ -577,8 +578,14 @@ func stepFollower(c *Core, m raftpb.Message) error {
 			}
 			return nil
 		}
-		// Forwarded as is: From stays the original requester, so the
-		// leader answers it directly.
+		if m.Type == raftpb.MsgReadIndex && m.From != c.id {
+			// A peer took us for the leader. Forwarded under our name
+			// (From is always the sender), the answer would come back to
+			// us, not to the peer: drop it, the peer retries.
+			return nil
+		}
+		// Under our name: the leader does not answer proposals or
+		// transfers, and the transferee travels in Index.
 		m.To = c.lead
 		c.send(m)
 	case raftpb.MsgApp:
@@ -712,7 +719,7 @@ func stepLeader(c *Core, m raftpb.Message) error {
 		c.handleReadIndex(readRequest{from: m.From, ctx: m.Context})
 		return nil
 	case raftpb.MsgTransferLeader:
-		c.handleTransfer(m.From)
+		c.handleTransfer(m.Index)
 		return nil
 	}
 

@@ -40,13 +40,37 @@ func TestTransferCatchesUpTransfereeFirst(t *testing.T) {
 	}
 }
 
-func TestTransferViaFollower(t *testing.T) {
+// TestTransferAskedOfFollowerForThirdNode: node 2, a follower, is asked to
+// hand leadership from node 1 to node 3. It forwards the request under its
+// own name (a transport refuses a message whose From is not the stream's
+// peer), naming the transferee in Index.
+func TestTransferAskedOfFollowerForThirdNode(t *testing.T) {
 	nw := newNetwork(t, 3)
 	nw.elect(1)
 	nw.core(2).TransferLeadership(3)
+	nw.process(2)
+	if fwd := nw.queue; len(fwd) != 1 || fwd[0].Type != raftpb.MsgTransferLeader || fwd[0].From != 2 || fwd[0].To != 1 || fwd[0].Index != 3 {
+		t.Fatalf("node 2 sent %v, want one MsgTransferLeader 2->1 naming 3 in Index", fwd)
+	}
 	nw.stabilize()
 	if s := nw.core(3).Status(); s.Role != Leader {
 		t.Fatalf("node 3 is %v, want leader", s.Role)
+	}
+	for _, id := range []uint64{1, 2} {
+		if s := nw.core(id).Status(); s.Lead != 3 {
+			t.Fatalf("node %d follows %d, want 3", id, s.Lead)
+		}
+	}
+}
+
+// TestTransferAskedOfFollowerForItself: the follower names itself.
+func TestTransferAskedOfFollowerForItself(t *testing.T) {
+	nw := newNetwork(t, 3)
+	nw.elect(1)
+	nw.core(2).TransferLeadership(2)
+	nw.stabilize()
+	if s := nw.core(2).Status(); s.Role != Leader {
+		t.Fatalf("node 2 is %v, want leader", s.Role)
 	}
 }
 
@@ -69,6 +93,8 @@ func TestTransferIgnoresSelfAndStrangers(t *testing.T) {
 	c, st := leaderOf3(t)
 	for _, to := range []uint64{1, 9} {
 		c.TransferLeadership(to)
+		// The same request forwarded by a follower.
+		mustStep(t, c, raftpb.Message{Type: raftpb.MsgTransferLeader, From: 2, To: 1, Index: to})
 		if got := ofType(sent(t, c, st), raftpb.MsgTimeoutNow); len(got) != 0 {
 			t.Fatalf("transfer to %d sent %v", to, got)
 		}
@@ -78,20 +104,61 @@ func TestTransferIgnoresSelfAndStrangers(t *testing.T) {
 	}
 }
 
-func TestProposalForwardedBackToItsOrigin(t *testing.T) {
-	// Node 1 forwarded a proposal to node 2, which had lost leadership to
-	// node 1 meanwhile and forwards it back: node 1 must accept its own
-	// request (found by the simulator).
-	c, st := leaderOf3(t)
-	mustStep(t, c, raftpb.Message{Type: raftpb.MsgProp, From: 1, To: 1, Entries: []raftpb.Entry{{Data: []byte("x")}}})
-	if rd := persist(t, c, st); len(rd.Entries) != 1 || string(rd.Entries[0].Data) != "x" {
-		t.Fatalf("got entries %v, want x appended", rd.Entries)
+func TestTransferIgnoresLearners(t *testing.T) {
+	st := NewMemoryStorage()
+	st.SetConfState(raftpb.ConfState{Voters: []uint64{1, 2}, Learners: []uint64{3}})
+	c, err := New(testConfig(1, nil, st))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Likewise a read index request: the answer is local.
-	mustStep(t, c, raftpb.Message{Type: raftpb.MsgReadIndex, From: 1, To: 1, Context: []byte("r")})
-	hbs := ofType(persist(t, c, st).Messages, raftpb.MsgHeartbeat)
-	mustStep(t, c, raftpb.Message{Type: raftpb.MsgHeartbeatResp, From: 2, To: 1, Term: 1, Context: hbs[0].Context})
-	if rd := persist(t, c, st); len(rd.ReadStates) != 1 || string(rd.ReadStates[0].Context) != "r" {
-		t.Fatalf("got %v, want read r answered locally", rd.ReadStates)
+	if err := c.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgVoteResp, From: 2, To: 1, Term: 1})
+	persist(t, c, st)
+	if c.Status().Role != Leader {
+		t.Fatal("setup: node 1 not elected")
+	}
+	mustStep(t, c, raftpb.Message{Type: raftpb.MsgTransferLeader, From: 2, To: 1, Index: 3})
+	if got := ofType(sent(t, c, st), raftpb.MsgTimeoutNow); len(got) != 0 {
+		t.Fatalf("transfer to learner 3 sent %v", got)
+	}
+	if err := c.Propose([]byte("x")); err != nil {
+		t.Fatalf("transfer to a learner blocked proposals: %v", err)
+	}
+}
+
+func TestTransferWithoutTransfereeIsInvalid(t *testing.T) {
+	c, _ := leaderOf3(t)
+	err := c.Step(raftpb.Message{Type: raftpb.MsgTransferLeader, From: 2, To: 1})
+	if !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("got %v, want ErrInvalidMessage", err)
+	}
+}
+
+// TestForwardedRequestsCarryTheForwarder: node 1 forwarded a proposal to
+// node 2, which lost leadership to node 3 meanwhile. Node 2 forwards it
+// again, under its own name. A read index request from a peer is dropped
+// instead: the answer would come back to node 2, and the peer retries.
+func TestForwardedRequestsCarryTheForwarder(t *testing.T) {
+	nw := newNetwork(t, 3)
+	nw.elect(3)
+	mustStep(t, nw.core(2), raftpb.Message{Type: raftpb.MsgProp, From: 1, To: 2, Entries: []raftpb.Entry{{Data: []byte("x")}}})
+	mustStep(t, nw.core(2), raftpb.Message{Type: raftpb.MsgReadIndex, From: 1, To: 2, Context: []byte("r")})
+	nw.process(2)
+	if fwd := nw.queue; len(fwd) != 1 || fwd[0].Type != raftpb.MsgProp || fwd[0].From != 2 || fwd[0].To != 3 {
+		t.Fatalf("node 2 sent %v, want the proposal forwarded alone, as MsgProp 2->3", fwd)
+	}
+	nw.stabilize()
+	if got := nw.appliedData(1); len(got) != 1 || got[0] != "x" {
+		t.Fatalf("node 1 applied %q, want [x]", got)
+	}
+}
+
+func TestStepRefusesOwnName(t *testing.T) {
+	c, _ := leaderOf3(t)
+	err := c.Step(raftpb.Message{Type: raftpb.MsgProp, From: 1, To: 1, Entries: []raftpb.Entry{{Data: []byte("x")}}})
+	if !errors.Is(err, ErrInvalidMessage) {
+		t.Fatalf("got %v, want ErrInvalidMessage for a message claiming to come from the node itself", err)
 	}
 }

@@ -21,6 +21,7 @@ func sampleMessages() []Message {
 			Data:     []byte("image"),
 		}},
 		{Type: MsgReadIndexResp, From: 1, To: 2, Term: 6, Index: 40, Context: []byte{0xff, 0}},
+		{Type: MsgTransferLeader, From: 3, To: 1, Index: 2},
 	}
 }
 

@@ -114,7 +114,7 @@ const (
 	MsgReadIndex                             // follower -> leader: request a read index
 	MsgReadIndexResp                         // leader -> follower: the read index
 	MsgTimeoutNow                            // leader -> transferee: start an election now
-	MsgTransferLeader                        // any -> leader: hand leadership to From
+	MsgTransferLeader                        // any -> leader: hand leadership to Index
 	MsgUnreachable                           // local: the transport could not reach From
 	MsgSnapStatus                            // local: a snapshot send to From finished (Reject = failed)
 	msgTypeEnd                               // sentinel for validation; keep last
@@ -166,6 +166,10 @@ func (t MessageType) IsResponse() bool {
 // on Type; unused fields are zero.
 type Message struct {
 	Type MessageType
+	// From is always the node that sent the message, even when it forwards
+	// a request another node made: the transport holds every message to the
+	// stream it arrived on. (For the local MsgUnreachable and MsgSnapStatus
+	// it is the peer concerned.)
 	From uint64
 	To   uint64
 	Term uint64
@@ -174,6 +178,8 @@ type Message struct {
 	// Entries; for MsgVote/MsgPreVote the candidate's last log term and index;
 	// for MsgAppResp the index the follower now matches (or, when rejecting,
 	// the index that was rejected); for MsgReadIndexResp the read index.
+	// For MsgTransferLeader, Index is not a log index but the id of the node
+	// leadership should go to (the transferee).
 	LogTerm uint64
 	Index   uint64
 
@@ -222,6 +228,8 @@ func (m Message) String() string {
 		}
 	case MsgReadIndexResp:
 		s += fmt.Sprintf(" index=%d", m.Index)
+	case MsgTransferLeader:
+		s += fmt.Sprintf(" transferee=%d", m.Index)
 	}
 	return s
 }
