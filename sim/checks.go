@@ -124,6 +124,11 @@ func (k *checker) observe(id uint64, st raft.Status) {
 	if st.Role == raft.Leader {
 		k.leads(id, st.Term)
 	}
+	if st.Lead != raftpb.None {
+		// A follower learns its leader from leader-only messages, so
+		// whoever it follows in a term must be that term's one leader.
+		k.leads(st.Lead, st.Term)
+	}
 	if st.Term < n.term {
 		k.failf(RuleMonotonic, "node %d's term went back from %d to %d", id, n.term, st.Term)
 	}

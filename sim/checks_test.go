@@ -68,6 +68,12 @@ func TestCheckerElectionSafety(t *testing.T) {
 	// Node 3 never shows as leader of term 2, but it sends a heartbeat.
 	h.k.ready(3, 3, &raft.Ready{Messages: []raftpb.Message{{Type: raftpb.MsgHeartbeat, From: 3, To: 1, Term: 2}}})
 	h.wantRule(RuleElectionSafety)
+
+	// A follower that follows someone other than its term's leader.
+	h = newHarness(t, 3)
+	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader, Lead: 1})
+	h.k.observe(2, raft.Status{ID: 2, Term: 2, Role: raft.Follower, Lead: 3})
+	h.wantRule(RuleElectionSafety)
 }
 
 func TestCheckerMonotonic(t *testing.T) {
