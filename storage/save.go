@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage/wal"
@@ -173,7 +174,7 @@ func (s *Storage) commit(group []*saveReq) {
 	if len(valid) == 0 {
 		return
 	}
-	pos, err := s.write()
+	pos, err := s.write(len(offs))
 	if s.batch.Len() > 4<<20 {
 		// Do not hold on to the memory of a huge batch.
 		s.batch, s.buf = wal.Batch{}, nil
@@ -203,10 +204,11 @@ func (s *Storage) commit(group []*saveReq) {
 	}
 }
 
-// write writes s.batch and syncs it, starting a new segment first if the
-// current one is full, and returns where the batch starts. Failures leave
-// the Storage failed. The caller holds wmu.
-func (s *Storage) write() (wal.Pos, error) {
+// write writes s.batch, which holds entries log entries, and syncs it,
+// starting a new segment first if the current one is full, and returns
+// where the batch starts. Failures leave the Storage failed. The caller
+// holds wmu.
+func (s *Storage) write(entries int) (wal.Pos, error) {
 	if s.batch.Len() > maxSegmentBytes-wal.FrameSize*16 {
 		return wal.Pos{}, fmt.Errorf("%w: a batch of %d bytes does not fit in a segment", ErrInvalid, s.batch.Len())
 	}
@@ -217,12 +219,26 @@ func (s *Storage) write() (wal.Pos, error) {
 	}
 	pos, err := s.wal.Write(&s.batch)
 	if err == nil {
-		err = s.wal.Sync()
+		err = s.sync(entries)
 	}
 	if err != nil {
 		return wal.Pos{}, s.fail(err)
 	}
 	return pos, nil
+}
+
+// sync syncs the WAL and reports the fsync to Options.OnSync. The caller
+// holds wmu.
+func (s *Storage) sync(entries int) error {
+	if s.opts.OnSync == nil {
+		return s.wal.Sync()
+	}
+	start := time.Now()
+	if err := s.wal.Sync(); err != nil {
+		return err
+	}
+	s.opts.OnSync(time.Since(start), entries)
+	return nil
 }
 
 // cut starts a new segment opening with the log's base and the hard
@@ -314,7 +330,7 @@ func (s *Storage) applyReset(m raftpb.SnapshotMetadata) error {
 	s.batch.Reset()
 	s.buf = (&raftpb.SnapshotMetadata{Index: m.Index, Term: m.Term}).MarshalAppend(s.buf[:0])
 	s.batch.Add(recReset, s.buf)
-	if _, err := s.write(); err != nil {
+	if _, err := s.write(0); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -56,6 +57,12 @@ type Options struct {
 	// NoSync skips every fsync: only for tests and benchmarks, since a
 	// crash then loses acknowledged writes.
 	NoSync bool
+	// OnSync, if set, is called after each write to the WAL is synced,
+	// with the time the fsync took and how many log entries the write
+	// made durable (one write serves a whole group commit). It lets the
+	// caller keep fsync statistics. It runs while the WAL is locked, so it
+	// must be quick and must not call the Storage.
+	OnSync func(d time.Duration, entries int)
 
 	// fs replaces the operating system's file system in tests.
 	fs vfs.FS

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -344,6 +345,13 @@ func TestGroupCommit(t *testing.T) {
 	m := vfs.NewMem()
 	opts := memOpts(m, nil)
 	opts.SegmentSize = 1 << 20
+	var reported []int // entries per OnSync call
+	opts.OnSync = func(d time.Duration, entries int) {
+		if d < 0 {
+			t.Errorf("OnSync reported a negative duration %v", d)
+		}
+		reported = append(reported, entries) // calls are serialized by the WAL lock
+	}
 	s := mustOpen(t, opts)
 	const savers = 8
 	release := make(chan struct{})
@@ -396,6 +404,9 @@ func TestGroupCommit(t *testing.T) {
 	if syncs != 2 {
 		t.Fatalf("%d saves took %d fsyncs, want 2", savers, syncs)
 	}
+	if len(reported) != 2 || reported[0]+reported[1] != savers {
+		t.Fatalf("OnSync reported %v entries, want 2 fsyncs of %d entries in all", reported, savers)
+	}
 	if last, _ := s.LastIndex(); last != 1 {
 		t.Fatalf("last index %d, want 1", last)
 	}
@@ -403,7 +414,10 @@ func TestGroupCommit(t *testing.T) {
 
 func TestFailedSyncRefusesWrites(t *testing.T) {
 	m := vfs.NewMem()
-	s := mustOpen(t, memOpts(m, nil))
+	opts := memOpts(m, nil)
+	syncs := 0
+	opts.OnSync = func(time.Duration, int) { syncs++ }
+	s := mustOpen(t, opts)
 	mustSave(t, s, raftpb.HardState{Term: 1}, ents(1, 3, 1))
 	boom := errors.New("EIO")
 	m.SetFail(func(op vfs.Op, _ string) error {
@@ -421,6 +435,9 @@ func TestFailedSyncRefusesWrites(t *testing.T) {
 	}
 	if last, _ := s.LastIndex(); last != 3 {
 		t.Fatalf("the failed entry became visible: last index %d", last)
+	}
+	if syncs != 1 {
+		t.Fatalf("OnSync called %d times, want once: a failed fsync is not reported", syncs)
 	}
 	_ = s.Close()
 	s = mustOpen(t, memOpts(m.Crash(nil), nil))
