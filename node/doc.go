@@ -22,4 +22,8 @@
 //
 // A Node is safe for use by many goroutines. Stop and Close end every
 // goroutine the node started before they return.
+//
+// Status, Stats and StatusChanged are for monitoring: they read what the
+// loop published and never wait for it. Stats include the latency of every
+// WAL fsync, which the storage reports through storage.Options.OnSync.
 package node

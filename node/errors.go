@@ -17,6 +17,8 @@ var (
 	// ErrProposalTooLarge: the proposal exceeds Config.MaxProposalBytes; it
 	// was not applied.
 	ErrProposalTooLarge = errors.New("node: proposal too large")
+	// ErrNotMember: the id given names no member of the cluster.
+	ErrNotMember = errors.New("node: not a member")
 	// ErrMembershipMismatch: the data directory belongs to another node or
 	// cluster than the configuration says.
 	ErrMembershipMismatch = errors.New("node: data directory belongs to another node or cluster")

@@ -48,6 +48,11 @@ type Node struct {
 	applied       atomic.Uint64          // last index the state machine applied
 	appliedMoved  signal                 // broadcast when applied moves
 
+	stats *stats
+	// lead and leadTerm are the last leader the loop knew of and its term,
+	// for stats.leaderChanges. Owned by the loop goroutine.
+	lead, leadTerm uint64
+
 	stopOnce  sync.Once
 	stopc     chan struct{} // closed: stop taking work; the loop exits
 	abortOnce sync.Once
@@ -108,7 +113,8 @@ type logStore interface {
 	Close() error
 }
 
-func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) {
+// start starts a node on store, which reports its fsyncs to st.
+func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*Node, error) {
 	if fresh {
 		// Written only once storage accepted the directory, so a refused
 		// directory is left untouched.
@@ -122,6 +128,7 @@ func start(cfg Config, store logStore, fresh bool, m Membership) (*Node, error) 
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", nameOf(cfg.Members, cfg.ID)),
 		store:     store,
+		stats:     st,
 		inbox:     make(chan event, inboxSize),
 		applyc:    make(chan applyBatch, applyDepth),
 		pending:   newPending(binary.LittleEndian.Uint64(seed[16:])),
@@ -229,6 +236,7 @@ func (h handler) Deliver(m raftpb.Message) {
 	if m.Type.IsLocal() || m.To != h.n.cfg.ID {
 		return // the transport checks too; the core must never see these from a peer
 	}
+	h.n.stats.messagesReceived.Add(1)
 	h.step(m)
 }
 
@@ -342,7 +350,11 @@ func (n *Node) step(ev event) {
 			return
 		default:
 		}
-		ev.errc <- n.core.Propose(ev.data)
+		err := n.core.Propose(ev.data)
+		if errors.Is(err, raft.ErrProposalDropped) {
+			n.stats.proposalsDropped.Add(1)
+		}
+		ev.errc <- err
 	case evRead:
 		n.core.ReadIndex(ev.data)
 	case evTransfer:
@@ -355,6 +367,8 @@ var errCancelled = errors.New("cancelled before it reached raft")
 // handleReady does what one Ready asks, in the order its contract demands.
 func (n *Node) handleReady() error {
 	rd := n.core.Ready()
+	n.stats.readies.Add(1)
+	n.stats.messagesSent.Add(uint64(len(rd.Messages) + len(rd.MessagesAfterPersist)))
 	// A leader's appends and heartbeats do not depend on its own disk: send
 	// them while the disk write below runs (thesis §10.2.1).
 	n.trans.Send(rd.Messages)
@@ -407,6 +421,15 @@ func (n *Node) publishStatus() {
 	prev := n.status.Swap(st)
 	if prev == nil || prev.Lead != st.Lead || prev.Role != st.Role || prev.Term != st.Term {
 		n.statusChanged.Broadcast()
+	}
+	if prev != nil && st.Term > prev.Term && st.Vote == n.cfg.ID {
+		// Only a candidate votes for itself, and only as it enters a
+		// term. (At start, prev is nil: a vote read from disk is old.)
+		n.stats.campaigns.Add(1)
+	}
+	if st.Lead != raftpb.None && (st.Lead != n.lead || st.Term != n.leadTerm) {
+		n.lead, n.leadTerm = st.Lead, st.Term
+		n.stats.leaderChanges.Add(1)
 	}
 	if prev != nil && (prev.Lead != st.Lead || prev.Role != st.Role) {
 		n.log.Info("role changed", "role", st.Role.String(), "term", st.Term, "leader", n.name(st.Lead))
@@ -543,14 +566,31 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 }
 
 // TransferLeadership asks the leader to hand leadership to member to, and
-// returns once this node sees to lead.
+// returns once this node sees to lead. Any member may be asked, for any
+// member. It fails at once with ErrNotMember when to is not a member and
+// with ErrNoLeader when no leader is known. A leader gives up on a
+// transferee that does not take over within an election timeout, and a
+// request may be lost in a leader change, so the request is repeated each
+// election timeout until to leads or ctx ends.
 func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	if _, ok := n.cfg.member(to); !ok {
-		return fmt.Errorf("transfer leadership: %x is not a member", to)
+		return fmt.Errorf("transfer leadership to %016x: %w", to, ErrNotMember)
 	}
-	if !send(n.inbox, event{kind: evTransfer, to: to}, ctx.Done(), n.stopc) {
-		return fmt.Errorf("transfer leadership to %s: %w", n.name(to), n.stoppedOr(ctx))
+	fail := func(err error) error { return fmt.Errorf("transfer leadership to %s: %w", n.name(to), err) }
+	if n.Status().Lead == raftpb.None {
+		return fail(ErrNoLeader)
 	}
+	ask := func() error {
+		if !send(n.inbox, event{kind: evTransfer, to: to}, ctx.Done(), n.stopc) {
+			return fail(n.stoppedOr(ctx))
+		}
+		return nil
+	}
+	if err := ask(); err != nil {
+		return err
+	}
+	retry := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer retry.Stop()
 	for {
 		changed := n.statusChanged.C()
 		if n.Status().Lead == to {
@@ -558,10 +598,14 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 		}
 		select {
 		case <-changed:
+		case <-retry.C:
+			if err := ask(); err != nil {
+				return err
+			}
 		case <-ctx.Done():
-			return fmt.Errorf("transfer leadership to %s: %w", n.name(to), ctx.Err())
+			return fail(ctx.Err())
 		case <-n.stopc:
-			return fmt.Errorf("transfer leadership to %s: %w", n.name(to), ErrStopped)
+			return fail(ErrStopped)
 		}
 	}
 }

@@ -514,6 +514,30 @@ func TestTransferLeadership(t *testing.T) {
 	}
 }
 
+// TestTransferAskedOfFollowerForAnother asks follower B to hand leadership
+// to follower A over real transports, which refuse a message sent under
+// another node's name: B forwards the request under its own.
+func TestTransferAskedOfFollowerForAnother(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	b := c.follower(lead)
+	a := 3 - lead - b
+	changed := c.nodes[a].StatusChanged()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.nodes[b].TransferLeadership(ctx, c.cfgs[a].ID); err != nil {
+		t.Fatalf("transfer leadership asked of node %d for node %d: %v", b+1, a+1, err)
+	}
+	if got := c.leader(); got != a {
+		t.Fatalf("leader after transfer is node %d, want node %d", got+1, a+1)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("node A's StatusChanged channel is still open after it became leader")
+	}
+}
+
 func TestStartRefusesAnotherNodesDirectory(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.start(0)
@@ -654,7 +678,7 @@ func TestFailedWriteStopsTheNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fail atomic.Bool
-	n, err := start(cfg, failingStore{store, &fail}, true, Membership{ClusterID: cfg.ClusterID, ID: cfg.ID, Members: cfg.Members})
+	n, err := start(cfg, failingStore{store, &fail}, new(stats), true, Membership{ClusterID: cfg.ClusterID, ID: cfg.ID, Members: cfg.Members})
 	if err != nil {
 		t.Fatal(err)
 	}

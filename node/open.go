@@ -28,11 +28,15 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The counters exist before the node: storage reports its fsyncs
+	// to them from the first write on.
+	st := new(stats)
 	store, err := storage.Open(cfg.DataDir, storage.Options{
 		NodeID:      cfg.ID,
 		ClusterID:   cfg.ClusterID,
 		KeepEntries: uint64(cfg.CatchUpEntries),
 		Logger:      cfg.Logger,
+		OnSync:      st.synced,
 	})
 	if errors.Is(err, storage.ErrIdentityMismatch) {
 		return nil, fmt.Errorf("%w: %w", ErrMembershipMismatch, err)
@@ -40,7 +44,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
-	n, err := start(cfg, store, fresh, want)
+	n, err := start(cfg, store, st, fresh, want)
 	if err != nil {
 		store.Close()
 		return nil, err
