@@ -112,11 +112,15 @@
 //
 // /metrics serves a private registry (Config.Registry): raftkv_proposals_total,
 // raftkv_proposal_retries_total, raftkv_read_index_requests_total,
-// raftkv_applied_commands_total, raftkv_elections_total,
-// raftkv_leader_changes_total, raftkv_term, raftkv_commit_index,
+// raftkv_applied_commands_total, raftkv_term, raftkv_commit_index,
 // raftkv_applied_index, raftkv_apply_lag_entries, raftkv_is_leader,
 // raftkv_has_leader, raftkv_keys, raftkv_sessions_in_use,
 // raftkv_resp_connected_clients, raftkv_request_duration_seconds{api,command},
-// raftkv_request_errors_total{api,command,kind}, and the Go and process
-// collectors.
+// raftkv_request_errors_total{api,command,kind}, the Go and process
+// collectors, and the node's own counts (node.Stats), read at scrape time:
+// raftkv_elections_total (elections this node started),
+// raftkv_leader_changes_total, raftkv_wal_fsync_duration_seconds (a
+// histogram), raftkv_wal_entries_persisted_total,
+// raftkv_raft_proposals_dropped_total, raftkv_raft_messages_sent_total,
+// raftkv_raft_messages_received_total and raftkv_raft_readies_total.
 package server

@@ -46,7 +46,8 @@ func (e *UnavailableError) Error() string {
 func (e *UnavailableError) Unwrap() error { return e.Cause }
 
 // Retry backoff while no leader is known: elections take about an election
-// timeout, so polling faster than this only burns CPU.
+// timeout, so polling faster than this only burns CPU. A change of the
+// node's status (a leader elected) ends the wait early.
 const (
 	retryMin = 5 * time.Millisecond
 	retryMax = 100 * time.Millisecond
@@ -108,6 +109,9 @@ func (s *Server) replicate(ctx context.Context, data []byte) (kv.Result, int, er
 	proposed := 0
 	delay := retryMin
 	for {
+		// Taken before the attempt, so a leader elected while it fails is
+		// not missed.
+		changed := s.node.StatusChanged()
 		actx, cancel := context.WithTimeout(ctx, s.cfg.ProposalTimeout)
 		v, err := s.node.Propose(actx, data)
 		cancel()
@@ -132,7 +136,7 @@ func (s *Server) replicate(ctx context.Context, data []byte) (kv.Result, int, er
 			// This attempt's own deadline passed: propose again now.
 			continue
 		case errors.Is(err, node.ErrNoLeader):
-			if !pause(ctx, &delay) {
+			if !pause(ctx, &delay, changed) {
 				return kv.Result{}, proposed, &UnavailableError{Write: true, Unknown: proposed > 0, Wait: s.cfg.Timeout, Cause: err}
 			}
 		default:
@@ -166,12 +170,13 @@ func (s *Server) readIndex(ctx context.Context) error {
 	defer cancel()
 	delay := retryMin
 	for {
+		changed := s.node.StatusChanged()
 		s.metrics.readIndexes.Inc()
 		err := s.node.ReadIndex(ctx)
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, node.ErrNoLeader) && pause(ctx, &delay):
+		case errors.Is(err, node.ErrNoLeader) && pause(ctx, &delay, changed):
 			continue
 		case ctx.Err() != nil, errors.Is(err, node.ErrNoLeader), errors.Is(err, node.ErrStopped):
 			return &UnavailableError{Wait: s.cfg.Timeout, Cause: err}
@@ -181,14 +186,16 @@ func (s *Server) readIndex(ctx context.Context) error {
 	}
 }
 
-// pause waits *delay, then doubles it up to retryMax. It reports false if
-// ctx ended first.
-func pause(ctx context.Context, delay *time.Duration) bool {
+// pause waits *delay, or until changed closes, then doubles *delay up to
+// retryMax. It reports false if ctx ended first.
+func pause(ctx context.Context, delay *time.Duration, changed <-chan struct{}) bool {
 	t := time.NewTimer(*delay)
 	defer t.Stop()
 	*delay = min(2**delay, retryMax)
 	select {
 	case <-t.C:
+		return true
+	case <-changed:
 		return true
 	case <-ctx.Done():
 		return false

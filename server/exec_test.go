@@ -72,8 +72,10 @@ func (f *fakeNode) ReadIndex(ctx context.Context) error { return nil }
 func (f *fakeNode) TransferLeadership(ctx context.Context, to uint64) error {
 	return errors.New("not supported")
 }
-func (f *fakeNode) Status() node.Status   { return node.Status{} }
-func (f *fakeNode) Done() <-chan struct{} { return f.done }
+func (f *fakeNode) Status() node.Status            { return node.Status{} }
+func (f *fakeNode) StatusChanged() <-chan struct{} { return nil } // never changes
+func (f *fakeNode) Stats() node.Stats              { return node.Stats{} }
+func (f *fakeNode) Done() <-chan struct{}          { return f.done }
 
 func (f *fakeNode) ids() []kv.RequestID {
 	f.mu.Lock()

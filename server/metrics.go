@@ -16,14 +16,14 @@ import (
 // several servers can run in one process (tests, `raftkv dev`).
 //
 // Raft's own numbers (term, commit, applied) are read from the node's
-// status at scrape time; the counters below are counted where things
+// status, and its counters (elections, leader changes, WAL fsyncs) from
+// node.Stats, at scrape time; the counters below are counted where things
 // happen. Request metrics are labelled by api ("resp", "http") and command
 // name: both come from fixed tables, so the label sets stay small.
 type metrics struct {
 	proposals       prometheus.Counter
 	proposalRetries prometheus.Counter
 	readIndexes     prometheus.Counter
-	leaderChanges   prometheus.Counter
 	requests        *prometheus.HistogramVec // api, command
 	requestErrors   *prometheus.CounterVec   // api, command, kind
 	respClients     prometheus.Gauge
@@ -50,10 +50,6 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 			Name: "raftkv_read_index_requests_total",
 			Help: "Read-index requests made for linearizable reads.",
 		}),
-		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "raftkv_leader_changes_total",
-			Help: "Changes of the known leader seen by this node, sampled every 50ms (shorter flaps may be missed).",
-		}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "raftkv_request_duration_seconds",
 			Help:    "Latency of client requests by api and command, from parsed to answered.",
@@ -71,18 +67,14 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 	status := func(f func(st node.Status) float64) func() float64 {
 		return func() float64 { return f(s.node.Status()) }
 	}
-	startTerm := s.node.Status().Term
 	cs := []prometheus.Collector{
-		m.proposals, m.proposalRetries, m.readIndexes, m.leaderChanges,
+		m.proposals, m.proposalRetries, m.readIndexes,
 		m.requests, m.requestErrors, m.respClients,
+		newNodeCollector(s.node),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "raftkv_applied_commands_total",
 			Help: "Commands the state machine applied since the server started.",
 		}, func() float64 { return float64(s.sm.applies.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "raftkv_elections_total",
-			Help: "Elections seen by this node since the server started: each one starts a new term.",
-		}, status(func(st node.Status) float64 { return float64(st.Term - startTerm) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "raftkv_term", Help: "The node's current raft term.",
 		}, status(func(st node.Status) float64 { return float64(st.Term) })),
@@ -116,6 +108,74 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// nodeCollector exports the node's cumulative counts (node.Stats) at scrape
+// time: the node keeps them in atomics, so a scrape costs a few loads, and
+// the node needs no metrics library. Counting since the node started, not
+// the server, is what Prometheus counters want: a restart resets both.
+type nodeCollector struct {
+	node     Node
+	fsync    *prometheus.Desc
+	bounds   []float64 // of fsync's buckets
+	counters []nodeCounter
+}
+
+// nodeCounter is one field of node.Stats exported as a counter.
+type nodeCounter struct {
+	desc  *prometheus.Desc
+	value func(st *node.Stats) uint64
+}
+
+var _ prometheus.Collector = (*nodeCollector)(nil)
+
+func newNodeCollector(n Node) *nodeCollector {
+	counter := func(name, help string, value func(st *node.Stats) uint64) nodeCounter {
+		return nodeCounter{prometheus.NewDesc(name, help, nil, nil), value}
+	}
+	return &nodeCollector{
+		node: n,
+		fsync: prometheus.NewDesc("raftkv_wal_fsync_duration_seconds",
+			"Latency of the WAL's fsyncs; one fsync makes a whole batch of entries durable.", nil, nil),
+		bounds: node.FsyncBucketBounds(),
+		counters: []nodeCounter{
+			counter("raftkv_wal_entries_persisted_total", "Log entries the WAL made durable.",
+				func(st *node.Stats) uint64 { return st.EntriesPersisted }),
+			counter("raftkv_elections_total", "Elections this node started (terms it entered as a candidate).",
+				func(st *node.Stats) uint64 { return st.Campaigns }),
+			counter("raftkv_leader_changes_total", "Leaderships this node learned of: a new leader, or a leader in a new term.",
+				func(st *node.Stats) uint64 { return st.LeaderChanges }),
+			counter("raftkv_raft_proposals_dropped_total", "Proposals raft refused because no leader was known or leadership was being transferred.",
+				func(st *node.Stats) uint64 { return st.ProposalsDropped }),
+			counter("raftkv_raft_messages_sent_total", "Raft messages handed to the transport.",
+				func(st *node.Stats) uint64 { return st.MessagesSent }),
+			counter("raftkv_raft_messages_received_total", "Raft messages received from peers.",
+				func(st *node.Stats) uint64 { return st.MessagesReceived }),
+			counter("raftkv_raft_readies_total", "Ready batches the node's loop handled (each is at most one WAL write).",
+				func(st *node.Stats) uint64 { return st.Readies }),
+		},
+	}
+}
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.fsync
+	for _, nc := range c.counters {
+		ch <- nc.desc
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.node.Stats()
+	buckets := make(map[float64]uint64, len(c.bounds))
+	for i, v := range st.FsyncBuckets {
+		if i < len(c.bounds) {
+			buckets[c.bounds[i]] = v
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(c.fsync, st.Fsyncs, st.FsyncSeconds, buckets)
+	for _, nc := range c.counters {
+		ch <- prometheus.MustNewConstMetric(nc.desc, prometheus.CounterValue, float64(nc.value(&st)))
+	}
 }
 
 // observe records one answered request. kind is "" for a success.

@@ -28,6 +28,11 @@ type Node interface {
 	// this node sees to lead.
 	TransferLeadership(ctx context.Context, to uint64) error
 	Status() node.Status
+	// StatusChanged returns a channel closed at the node's next change of
+	// role, leader or term.
+	StatusChanged() <-chan struct{}
+	// Stats returns the node's cumulative counts, for /metrics.
+	Stats() node.Stats
 	// Done is closed once the node stops serving.
 	Done() <-chan struct{}
 }
@@ -149,11 +154,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	resp     *respServer  // nil without a RESP listener
-	httpSrv  *http.Server // nil without an HTTP listener
-	httpLn   net.Listener
-	handler  http.Handler
-	watchEnd chan struct{} // closed by the first Shutdown or Close: stops the status watcher
+	resp    *respServer  // nil without a RESP listener
+	httpSrv *http.Server // nil without an HTTP listener
+	httpLn  net.Listener
+	handler http.Handler
 
 	mu      sync.Mutex // guards running and closed
 	running bool
@@ -177,7 +181,6 @@ func New(cfg Config) (*Server, error) {
 		sessions: newSessionPool(cfg.Sessions),
 		cursors:  newCursorTable(),
 		started:  time.Now(),
-		watchEnd: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var err error
@@ -251,7 +254,6 @@ func (s *Server) Start() error {
 		return errors.New("server: already started")
 	}
 	s.running = true
-	s.spawn(s.watchStatus)
 	if s.resp != nil {
 		s.spawn(s.resp.serve)
 		s.log.Info("serving RESP", "addr", s.RedisAddr())
@@ -318,8 +320,8 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// beginClose marks the server closed, closes listeners Start never served
-// and stops the status watcher.
+// beginClose marks the server closed and closes listeners Start never
+// served.
 func (s *Server) beginClose() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,37 +329,12 @@ func (s *Server) beginClose() {
 		return
 	}
 	s.closed = true
-	close(s.watchEnd)
 	if !s.running {
 		if s.resp != nil {
 			s.resp.ln.Close()
 		}
 		if s.httpLn != nil {
 			s.httpLn.Close()
-		}
-	}
-}
-
-// leaderSample is how often the status watcher looks for a leader change.
-const leaderSample = 50 * time.Millisecond
-
-// watchStatus counts leader changes for the metrics. The node offers no
-// notification, so it samples.
-func (s *Server) watchStatus() {
-	t := time.NewTicker(leaderSample)
-	defer t.Stop()
-	lead := s.node.Status().Lead
-	for {
-		select {
-		case <-t.C:
-		case <-s.watchEnd:
-			return
-		}
-		if l := s.node.Status().Lead; l != lead {
-			if l != 0 {
-				s.metrics.leaderChanges.Inc()
-			}
-			lead = l
 		}
 	}
 }
