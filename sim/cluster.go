@@ -488,55 +488,62 @@ func (c *cluster) takeReady(n *node) {
 	if !w.sendLate {
 		c.send(n, w.rd.Messages)
 	}
-	if w.sync {
-		c.persistReady(n)
-	} else {
-		c.schedule(event{at: c.now + c.rng.Int64N(20), kind: evPersist, node: n.id, inc: n.inc})
-	}
+	c.nextReadyStep(n, evPersist, c.persistReady, 20)
 }
 
 func (c *cluster) persistReady(n *node) {
 	w := n.work
-	if w.crash == crashBeforePersist {
-		c.crash(n, w.crash.String())
+	if c.interrupted(n, crashBeforePersist) {
 		return
 	}
 	if !w.sync {
 		c.note(n.id, "ready: persisting, then sending")
 	}
 	c.persist(n, &w.rd)
-	if w.crash == crashAfterPersist {
-		c.crash(n, w.crash.String())
+	if c.interrupted(n, crashAfterPersist) {
 		return
 	}
 	if w.sendLate {
 		c.send(n, w.rd.Messages)
 	}
 	c.send(n, w.rd.MessagesAfterPersist)
-	if w.sync {
-		c.applyReady(n)
-	} else {
-		c.schedule(event{at: c.now + c.rng.Int64N(10), kind: evApply, node: n.id, inc: n.inc})
-	}
+	c.nextReadyStep(n, evApply, c.applyReady, 10)
 }
 
 func (c *cluster) applyReady(n *node) {
 	w := n.work
-	if w.crash == crashBeforeApply {
-		c.crash(n, w.crash.String())
+	if c.interrupted(n, crashBeforeApply) {
 		return
 	}
 	if !w.sync {
 		c.note(n.id, "ready: applying, then Advance")
 	}
 	c.apply(n, &w.rd)
-	if w.crash == crashBeforeAdvance {
-		c.crash(n, w.crash.String())
+	if c.interrupted(n, crashBeforeAdvance) {
 		return
 	}
 	n.core.Advance(w.rd)
 	n.work = nil
 	c.touched(n)
+}
+
+// nextReadyStep carries out the next step of a node's Ready: at once for a
+// synchronous runtime, otherwise as an event up to maxDelay later.
+func (c *cluster) nextReadyStep(n *node, kind eventKind, step func(*node), maxDelay int64) {
+	if n.work.sync {
+		step(n)
+		return
+	}
+	c.schedule(event{at: c.now + c.rng.Int64N(maxDelay), kind: kind, node: n.id, inc: n.inc})
+}
+
+// interrupted crashes n if its Ready was meant to be cut short at p.
+func (c *cluster) interrupted(n *node, p crashPoint) bool {
+	if n.work.crash != p {
+		return false
+	}
+	c.crash(n, p.String())
+	return true
 }
 
 func (c *cluster) persist(n *node, rd *raft.Ready) {
