@@ -40,8 +40,9 @@
 // faults aim at the current leader.
 //
 // After ChaosTicks the faults stop: the network heals and stops losing
-// messages, crashed nodes restart, and within LivenessTicks a proposal made
-// after healing must be applied on every node.
+// messages and crashed nodes restart. Within LivenessTicks a leader must
+// commit a proposal made after healing (a majority applies it), and within
+// CatchUpTicks more every node must have applied it.
 //
 // # The checks
 //
