@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -18,26 +17,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage"
 )
 
-// waitTimeout bounds every wait in these tests; it is a deadline for
-// conditions that normally hold within milliseconds, never a sleep.
-const waitTimeout = 20 * time.Second
+// Shared test helpers, named as the tests here have always called them.
+var (
+	eventually = testenv.Eventually
+	freeAddr   = testenv.FreeAddr
+	testLogger = testenv.Logger
+)
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+const waitTimeout = testenv.WaitTimeout
 
 // recorder is a StateMachine that remembers every command it applied.
 type recorder struct {
@@ -99,23 +92,6 @@ type cluster struct {
 	cfgs  []Config
 	nodes []*Node // nil while stopped
 	sms   []*recorder
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
 }
 
 // newCluster configures size nodes; tweak adjusts each config. Nodes are

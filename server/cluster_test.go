@@ -3,57 +3,30 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/node"
 	"github.com/raftkv/raftkv/raft"
 )
 
-// waitTimeout bounds every wait in these tests; it is a deadline for
-// conditions that normally hold within milliseconds, never a sleep.
-const waitTimeout = 20 * time.Second
+// Shared test helpers, named as the tests here have always called them.
+var (
+	eventually = testenv.Eventually
+	freeAddr   = testenv.FreeAddr
+)
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+const waitTimeout = testenv.WaitTimeout
 
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func testLogger() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // cluster is three nodes in this process on loopback, each with its kv
@@ -93,7 +66,7 @@ func newClusterNodes(t testing.TB, nodeTweak func(*node.Config), tweak func(*Con
 			TickInterval:   10 * time.Millisecond,
 			ElectionTicks:  10,
 			HeartbeatTicks: 1,
-			Logger:         testLogger().With("test_node", i+1),
+			Logger:         testenv.Logger(t).With("test_node", i+1),
 		})
 		if nodeTweak != nil {
 			nodeTweak(&c.cfgs[i])

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/node"
 )
@@ -91,7 +92,7 @@ func newFakeServer(t *testing.T, script ...proposeStep) (*Server, *fakeNode) {
 		HTTPAddr:     "127.0.0.1:0",
 		Node:         f,
 		StateMachine: f.sm,
-		Logger:       testLogger(),
+		Logger:       testenv.Logger(t),
 		Timeout:      100 * time.Millisecond,
 	})
 	if err != nil {
@@ -210,7 +211,7 @@ func TestWriteForgottenSessionAfterRetry(t *testing.T) {
 // and all are applied.
 func TestWriteSessionsBound(t *testing.T) {
 	f := &fakeNode{sm: NewStateMachine(kv.New()), done: make(chan struct{})}
-	s, err := New(Config{HTTPAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testLogger(), Sessions: 1})
+	s, err := New(Config{HTTPAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testenv.Logger(t), Sessions: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func TestWriteSessionsBound(t *testing.T) {
 
 func TestServerLifecycle(t *testing.T) {
 	f := &fakeNode{sm: NewStateMachine(kv.New()), done: make(chan struct{})}
-	cfg := Config{RedisAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testLogger()}
+	cfg := Config{RedisAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testenv.Logger(t)}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +273,7 @@ func TestServerLifecycle(t *testing.T) {
 		t.Fatalf("Start after Close: %v; want ErrServerClosed", err)
 	}
 	// A server closed before it started releases its ports.
-	s2, err := New(Config{RedisAddr: s.RedisAddr(), HTTPAddr: s.HTTPAddr(), Node: f, StateMachine: f.sm, Logger: testLogger()})
+	s2, err := New(Config{RedisAddr: s.RedisAddr(), HTTPAddr: s.HTTPAddr(), Node: f, StateMachine: f.sm, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatalf("New on the ports of a closed server: %v", err)
 	}
@@ -293,7 +294,7 @@ func TestShutdownWaitsForPipeline(t *testing.T) {
 			return f.applyLocked(data), nil
 		},
 	}}
-	s, err := New(Config{RedisAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testLogger()})
+	s, err := New(Config{RedisAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,28 +18,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/raft/raftpb"
 )
 
 const testCluster = 7
 
-// waitFor is how long a test waits for something that should happen
-// promptly; only a broken transport comes near it.
-const waitFor = 10 * time.Second
+// Shared test helpers, named as the tests here have always called them.
+var (
+	eventually = testenv.Eventually
+	freeAddr   = testenv.FreeAddr
+	testLogger = testenv.Logger
+)
 
-// eventually polls cond until it holds, failing the test at the deadline.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
+const waitFor = testenv.WaitTimeout
 
 // checkNoLeaks fails the test if, once every later cleanup (such as
 // closing transports) has run, more goroutines exist than now. Call it
@@ -191,36 +183,6 @@ func sendUntilDelivered(t *testing.T, from, to *node, m raftpb.Message) {
 		from.Send([]raftpb.Message{m})
 		return false
 	})
-}
-
-// freeAddr returns a loopback address nothing listens on (for a moment).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-// testLogger logs through t at debug level when -v is given, and keeps
-// quiet otherwise.
-func testLogger(t testing.TB) *slog.Logger {
-	if !testing.Verbose() {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Log(string(b))
-	return len(b), nil
 }
 
 // logCapture is a slog.Handler that keeps the records it is given.

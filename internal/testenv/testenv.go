@@ -1,0 +1,92 @@
+// Package testenv holds the few helpers every networked test in raftkv
+// needs: waiting for a condition without sleeping blindly, finding free
+// loopback addresses, and a logger that stays quiet unless -v is given.
+// Only tests import it.
+package testenv
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// WaitTimeout bounds every wait for a condition. Conditions normally hold
+// within milliseconds; the bound only matters when something is broken, or
+// the machine is starved, so it is generous.
+const WaitTimeout = 30 * time.Second
+
+// pollInterval is how often Eventually re-checks its condition.
+const pollInterval = 2 * time.Millisecond
+
+// Eventually polls cond until it holds, failing the test if it does not
+// within WaitTimeout. what names the awaited condition in the failure.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	deadline := time.Now().Add(WaitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", WaitTimeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// FreeAddrs returns n distinct loopback addresses nothing listens on at the
+// moment of the call. All n are held open together while they are chosen, so
+// they differ. Ports come from below Linux's default ephemeral range
+// (32768-60999): a port the kernel picked for ":0" can be handed out again
+// as the source port of any outgoing connection before the test binds it,
+// which made tests fail with "address in use". Another test process could
+// still take a port first, but it has to pick the same one at random.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	lns := make([]net.Listener, 0, n)
+	addrs := make([]string, 0, n)
+	for tries := 0; len(lns) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("find %d free ports: only %d found", n, len(lns))
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", minPort+rand.IntN(maxPort-minPort)))
+		if err != nil {
+			continue // taken: try another
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		if err := ln.Close(); err != nil {
+			t.Fatalf("release a free port: %v", err)
+		}
+	}
+	return addrs
+}
+
+// The range FreeAddrs picks ports from.
+const minPort, maxPort = 20000, 32000
+
+// FreeAddr returns one loopback address nothing listens on (see FreeAddrs).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return FreeAddrs(t, 1)[0]
+}
+
+// Logger logs through t at debug level when the test runs with -v, and
+// discards everything otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}
