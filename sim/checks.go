@@ -198,7 +198,7 @@ func (k *checker) ready(id uint64, n int, rd *raft.Ready) {
 
 // message checks the envelope of a message node id wants to send.
 func (k *checker) message(id uint64, n int, m raftpb.Message) {
-	if m.From != id && m.Type != raftpb.MsgProp && m.Type != raftpb.MsgReadIndex && m.Type != raftpb.MsgTransferLeader {
+	if m.From != id {
 		k.failf(RuleContract, "node %d sends %v under another name", id, m)
 	}
 	if m.To == id || m.To == raftpb.None || m.To > uint64(n) {
