@@ -19,6 +19,7 @@ const (
 	RuleVote               = "vote stability"       // a persisted vote never changes within its term
 	RuleDurability         = "durability"           // what is committed or applied is on disk
 	RuleReadIndex          = "linearizable read"    // a read index covers every earlier commit
+	RuleLinearizable       = "linearizability"      // kv clients' history is linearizable
 	RuleContract           = "core contract"        // Ready, Step and New behave as documented
 	RuleLiveness           = "liveness"             // after healing, a leader commits a proposal
 )

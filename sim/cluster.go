@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/anishathalye/porcupine"
+
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
 )
@@ -32,8 +34,9 @@ type Stats struct {
 	Steps, Elections, Commits      uint64
 	Crashes, Partitions, Snapshots uint64
 	// Installed counts snapshots a follower received and installed;
-	// Reads counts read indexes answered.
-	Installed, Reads uint64
+	// Reads counts read indexes answered; Ops counts kv client
+	// operations answered.
+	Installed, Reads, Ops uint64
 	// RecoveryTicks is how long, after healing, the first proposal took to
 	// commit.
 	RecoveryTicks int64
@@ -49,6 +52,7 @@ func (s *Stats) Add(o Stats) {
 	s.Snapshots += o.Snapshots
 	s.Installed += o.Installed
 	s.Reads += o.Reads
+	s.Ops += o.Ops
 	s.RecoveryTicks = max(s.RecoveryTicks, o.RecoveryTicks)
 }
 
@@ -81,8 +85,14 @@ func (o Options) String() string {
 	c := o.Raft
 	s := fmt.Sprintf("%d nodes, mix %q, election %d ticks, heartbeat %d, prevote=%t checkquorum=%t, msg %dB x %d inflight, %d chaos ticks",
 		o.Nodes, o.Mix.Name, c.ElectionTicks, c.HeartbeatTicks, c.PreVote, c.CheckQuorum, c.MaxSizePerMsg, c.MaxInflightMsgs, o.ChaosTicks)
+	if o.Clients > 0 {
+		s += fmt.Sprintf(", %d kv clients", o.Clients)
+	}
 	if c.Knobs != (raft.TestingKnobs{}) {
 		s += fmt.Sprintf(", BROKEN ON PURPOSE: %+v", c.Knobs)
+	}
+	if o.StaleReads {
+		s += ", BROKEN ON PURPOSE: stale reads"
 	}
 	return s
 }
@@ -91,6 +101,9 @@ func (o Options) String() string {
 func Run(seed uint64, opts Options) Result {
 	c := newCluster(seed, opts)
 	c.run()
+	if c.check.err == nil && len(c.clients) > 0 {
+		c.checkHistory()
+	}
 	res := Result{Seed: seed, Options: opts, Stats: c.stats, Fingerprint: c.fingerprint}
 	res.Stats.Steps = c.step
 	res.Stats.Elections = uint64(len(c.check.leaders))
@@ -159,6 +172,11 @@ type cluster struct {
 	markers         map[string]uint64
 	committed, live bool
 
+	// clients of the kv store and the history of their operations
+	// (clients.go).
+	clients []*client
+	history []porcupine.Operation
+
 	route []int64 // scratch for Network.Route
 	wire  []byte  // scratch for encoding messages
 }
@@ -195,6 +213,7 @@ func newCluster(seed uint64, opts Options) *cluster {
 		c.schedule(event{at: c.rng.Int64N(opts.Mix.ReadEvery + 1), kind: evRead})
 	}
 	c.schedule(event{at: c.healAt, kind: evHeal})
+	c.startClients()
 	c.schedule(event{at: c.healAt + int64(opts.LivenessTicks)*TickInterval, kind: evDeadline})
 	c.schedule(event{at: c.healAt + int64(opts.LivenessTicks+opts.CatchUpTicks)*TickInterval, kind: evCatchUpDeadline})
 	return c
@@ -227,6 +246,7 @@ const (
 	evApply                            // ... applies it and calls Advance
 	evPropose                          // a client proposes at a random node
 	evRead                             // a client asks a random node for a read index
+	evClient                           // a kv client starts an operation or retries it (node: the client)
 	evChaos                            // once a tick: crashes, partitions, compactions...
 	evRestart                          // a crashed node comes back
 	evHeal                             // faults end
@@ -298,6 +318,10 @@ func (c *cluster) dispatch(ev *event) bool {
 		if n = c.nodes[ev.node-1]; n.core != nil || n.inc != ev.inc {
 			return false
 		}
+	case evClient:
+		if c.clients[ev.node-1].gen != ev.inc {
+			return false // the operation it was to retry was answered
+		}
 	}
 	c.step++
 	c.fingerprint = mix64(c.fingerprint, uint64(ev.at), uint64(ev.kind), ev.node,
@@ -324,6 +348,8 @@ func (c *cluster) dispatch(ev *event) bool {
 	case evRead:
 		c.read()
 		c.schedule(event{at: c.now + 1 + c.rng.Int64N(2*c.opts.Mix.ReadEvery), kind: evRead})
+	case evClient:
+		c.clientAct(c.clients[ev.node-1])
 	case evChaos:
 		c.chaos()
 		c.schedule(event{at: c.now + TickInterval, kind: evChaos})
@@ -582,6 +608,9 @@ func (c *cluster) apply(n *node, rd *raft.Ready) {
 			c.check.failf(RuleContract, "node %d's state machine refused %d/%d: %v", n.id, e.Index, e.Term, err)
 		}
 		n.applied = e.Index
+		if c.clients != nil {
+			c.appliedByClient(n, e)
+		}
 		if len(e.Data) >= 8 {
 			delete(c.pending, binary.BigEndian.Uint64(e.Data))
 		}
@@ -598,6 +627,12 @@ func (c *cluster) apply(n *node, rd *raft.Ready) {
 	for _, rs := range rd.ReadStates {
 		c.check.readAnswered(n.id, rs)
 		c.stats.Reads++
+		if c.clients != nil {
+			c.readIndexed(n, rs)
+		}
+	}
+	if c.clients != nil {
+		c.serveReads(n)
 	}
 }
 

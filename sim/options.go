@@ -24,6 +24,14 @@ type Options struct {
 	// NewStateMachine makes a node's state machine, at start and after a
 	// crash that lost it.
 	NewStateMachine func() StateMachine
+	// Clients is how many kv clients run against the cluster, their
+	// history checked for linearizability (clients.go); they need
+	// NewStateMachine to make KVStores. 0: none.
+	Clients int
+	// StaleReads breaks linearizability on purpose, to prove the history
+	// check is not vacuous: clients' reads are served from the asked
+	// node's store at once, without ReadIndex.
+	StaleReads bool
 	// TraceSteps is how many of the last steps a failure report shows.
 	TraceSteps int
 	// MaxSteps stops a run that never settles (a message storm, say).
@@ -121,6 +129,15 @@ func Draw(seed uint64) Options {
 		MaxSteps:        2_000_000,
 	}
 	o.SetBounds()
+	return o
+}
+
+// DrawKV derives a run's options like Draw, with kv stores as state
+// machines and a few clients whose history is checked.
+func DrawKV(seed uint64) Options {
+	o := Draw(seed)
+	o.NewStateMachine = NewKVStore
+	o.Clients = 3 + int(seed%3)
 	return o
 }
 

@@ -85,8 +85,12 @@ func counter(n int) func() (uint64, bool) {
 }
 
 func summary(seeds int, s Stats, failures int) string {
-	return fmt.Sprintf("sim: %d seeds, %d failures, %d steps, %d elections, %d commits (%d crashes, %d partitions, %d snapshots taken, %d installed, %d reads answered, slowest recovery %d ticks)",
+	line := fmt.Sprintf("sim: %d seeds, %d failures, %d steps, %d elections, %d commits (%d crashes, %d partitions, %d snapshots taken, %d installed, %d reads answered, slowest recovery %d ticks)",
 		seeds, failures, s.Steps, s.Elections, s.Commits, s.Crashes, s.Partitions, s.Snapshots, s.Installed, s.Reads, s.RecoveryTicks)
+	if s.Ops > 0 {
+		line += fmt.Sprintf(", %d kv operations answered and checked", s.Ops)
+	}
+	return line
 }
 
 func replayCommand(test string, seed uint64) string {
@@ -124,13 +128,22 @@ func TestSim(t *testing.T) {
 		}
 	}
 	seeds, total, failed := sweep(next, Draw, nil)
-	t.Log(summary(seeds, total, len(failed)))
+	// Printed, not logged, so that it shows without -v (go test shows a
+	// passing package's output when run in its directory).
+	fmt.Println(summary(seeds, total, len(failed)))
+	reportFailures(t, "TestSim$", failed)
+}
+
+// reportFailures prints the first few failures in full and every failed
+// seed in a line.
+func reportFailures(t *testing.T, test string, failed []Result) {
+	t.Helper()
 	for i, res := range failed {
 		if i == 3 {
 			t.Errorf("... and %d more failures", len(failed)-3)
 			break
 		}
-		t.Errorf("%s", res.Report(replayCommand("TestSim$", res.Seed)))
+		t.Errorf("%s", res.Report(replayCommand(test, res.Seed)))
 	}
 	for _, res := range failed {
 		t.Errorf("failed seed %d: %s", res.Seed, res.Failure.Violation)
