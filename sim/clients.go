@@ -208,6 +208,9 @@ func (c *cluster) ask(cl *client) {
 		err := n.core.Propose(op.cmd)
 		c.note(n.id, "client %d asks %s: %v", cl.idx, describeOp(op.in, kvOutput{}), err)
 		c.touched(n)
+		if c.opts.EarlyWrites && err == nil && op.in.op == kv.OpSet {
+			c.finish(cl, kvOutput{})
+		}
 		return
 	}
 	if c.opts.StaleReads {

@@ -94,6 +94,9 @@ func (o Options) String() string {
 	if o.StaleReads {
 		s += ", BROKEN ON PURPOSE: stale reads"
 	}
+	if o.EarlyWrites {
+		s += ", BROKEN ON PURPOSE: writes answered before they commit"
+	}
 	return s
 }
 

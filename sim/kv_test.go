@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-var kvSeedsFlag = flag.Int("sim.kvseeds", 600, "seeds TestKV and TestKVStaleReads run (60 with -short)")
+var kvSeedsFlag = flag.Int("sim.kvseeds", 1500, "seeds TestKV and TestKVBroken run (60 with -short)")
 
 func kvSeedCount() int {
 	if testing.Short() {
@@ -27,33 +27,47 @@ func TestKV(t *testing.T) {
 	reportFailures(t, "TestKV$", failed)
 }
 
-func staleReads(seed uint64) Options {
+// brokenKV is a deliberately broken client runtime.
+type brokenKV struct {
+	name string
+	set  func(*Options)
+}
+
+var brokenKVs = []brokenKV{
+	{"StaleReads", func(o *Options) { o.StaleReads = true }},
+	{"EarlyWrites", func(o *Options) { o.EarlyWrites = true }},
+}
+
+func (b brokenKV) options(seed uint64) Options {
 	o := DrawKV(seed)
-	o.StaleReads = true
+	b.set(&o)
 	return o
 }
 
-// TestKVStaleReads proves the history check is not vacuous: reads served
-// from a node's store without ReadIndex must be caught within the default
-// seed count.
-func TestKVStaleReads(t *testing.T) {
-	const test = "TestKVStaleReads$"
+// TestKVBroken proves the history check is not vacuous: each way of
+// breaking linearizability must be caught within the default seed count.
+func TestKVBroken(t *testing.T) {
 	caught := func(r Result) bool { return r.Failure != nil && r.Failure.Rule == RuleLinearizable }
-	if seed, ok := replaySeed(t); ok {
-		if res := Run(seed, staleReads(seed)); caught(res) {
-			t.Logf("caught as expected:\n%s", res.Report(replayCommand(test, seed)))
-		} else {
-			t.Errorf("seed %d: stale reads went unnoticed (%v)", seed, res.Failure)
-		}
-		return
+	for _, b := range brokenKVs {
+		t.Run(b.name, func(t *testing.T) {
+			test := "TestKVBroken/" + b.name + "$"
+			if seed, ok := replaySeed(t); ok {
+				if res := Run(seed, b.options(seed)); caught(res) {
+					t.Logf("caught as expected:\n%s", res.Report(replayCommand(test, seed)))
+				} else {
+					t.Errorf("seed %d: %s went unnoticed (%v)", seed, b.name, res.Failure)
+				}
+				return
+			}
+			seeds, _, failed := sweep(counter(kvSeedCount()), b.options, caught)
+			for _, f := range failed {
+				if caught(f) {
+					t.Logf("%s caught after %d seeds by seed %d: %s\nreplay: %s", b.name, seeds, f.Seed, f.Failure.Rule, replayCommand(test, f.Seed))
+					return
+				}
+				t.Errorf("%s", f.Report(replayCommand(test, f.Seed)))
+			}
+			t.Fatalf("%s: no linearizability violation found in %d seeds", b.name, seeds)
+		})
 	}
-	seeds, _, failed := sweep(counter(kvSeedCount()), staleReads, caught)
-	for _, f := range failed {
-		if caught(f) {
-			t.Logf("stale reads caught after %d seeds by seed %d: %v\nreplay: %s", seeds, f.Seed, f.Failure.Violation, replayCommand(test, f.Seed))
-			return
-		}
-		t.Errorf("%s", f.Report(replayCommand(test, f.Seed)))
-	}
-	t.Fatalf("stale reads: no linearizability violation found in %d seeds", seeds)
 }

@@ -32,6 +32,9 @@ type Options struct {
 	// check is not vacuous: clients' reads are served from the asked
 	// node's store at once, without ReadIndex.
 	StaleReads bool
+	// EarlyWrites breaks it another way: a node answers a SET as soon as
+	// it accepts the proposal, before it commits.
+	EarlyWrites bool
 	// TraceSteps is how many of the last steps a failure report shows.
 	TraceSteps int
 	// MaxSteps stops a run that never settles (a message storm, say).
