@@ -153,10 +153,12 @@ func reportFailures(t *testing.T, test string, failed []Result) {
 // TestReplayIsDeterministic runs seeds twice: a seed is only worth printing
 // if it replays the same steps.
 func TestReplayIsDeterministic(t *testing.T) {
-	for seed := uint64(1); seed <= 20; seed++ {
-		a, b := Run(seed, Draw(seed)), Run(seed, Draw(seed))
-		if a.Fingerprint != b.Fingerprint || a.Stats != b.Stats {
-			t.Fatalf("seed %d ran differently twice: %x %+v vs %x %+v", seed, a.Fingerprint, a.Stats, b.Fingerprint, b.Stats)
+	for _, draw := range []func(uint64) Options{Draw, DrawKV} {
+		for seed := uint64(1); seed <= 20; seed++ {
+			a, b := Run(seed, draw(seed)), Run(seed, draw(seed))
+			if a.Fingerprint != b.Fingerprint || a.Stats != b.Stats {
+				t.Fatalf("seed %d (%s) ran differently twice: %x %+v vs %x %+v", seed, a.Options, a.Fingerprint, a.Stats, b.Fingerprint, b.Stats)
+			}
 		}
 	}
 }
