@@ -151,6 +151,13 @@ func describeOp(in kvInput, out kvOutput) string {
 
 // startClients creates the clients; each first acts within a few ticks.
 func (c *cluster) startClients() {
+	if c.opts.Clients == 0 {
+		return
+	}
+	if _, ok := c.nodes[0].sm.(*KVStore); !ok {
+		c.check.failf(RuleContract, "kv clients need KVStore state machines, not %T", c.nodes[0].sm)
+		return
+	}
 	for i := range c.opts.Clients {
 		cl := &client{idx: i, session: uint64(i + 1), seen: make([]string, len(clientKeys))}
 		c.clients = append(c.clients, cl)
