@@ -86,7 +86,7 @@
 //
 //	go test ./sim                                 # 2,000 seeds over all sizes and mixes, 1,500 kv seeds
 //	go test ./sim -run 'TestKV$' -seed=12345 -v   # replay one kv seed
-//	go test ./sim -run 'TestKV$' -sim.kvseeds=20000
+//	go test ./sim -run 'TestKV$' -sim.kvseeds=20000  # more kv seeds (or -sim.duration, as below)
 //	go test ./sim -run TestSim -seed=12345 -v     # replay one seed, printing its trace
 //	go test ./sim -run TestSim -sim.duration=10m  # soak: new seeds for ten minutes
 //	go test ./sim -run TestSim -sim.seeds=20000   # more seeds

@@ -27,7 +27,7 @@ func TestKV(t *testing.T) {
 		runOne(t, "TestKV$", seed, DrawKV(seed))
 		return
 	}
-	seeds, total, failed := sweep(counter(kvSeedCount()), DrawKV, nil)
+	seeds, total, failed := sweep(seedSource(t, kvSeedCount()), DrawKV, nil)
 	fmt.Println(summary(seeds, total, len(failed)))
 	reportFailures(t, "TestKV$", failed)
 }

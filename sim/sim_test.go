@@ -17,7 +17,7 @@ import (
 var (
 	seedFlag     = flag.String("seed", "", "run only this seed and print its trace (replays a failure)")
 	seedsFlag    = flag.Int("sim.seeds", 2000, "seeds TestSim and TestKnobs run (300 with -short)")
-	durationFlag = flag.Duration("sim.duration", 0, "soak: TestSim runs fresh seeds for this long instead")
+	durationFlag = flag.Duration("sim.duration", 0, "soak: TestSim and TestKV run fresh seeds for this long instead")
 )
 
 // replaySeed returns the seed given with -seed, if any.
@@ -75,6 +75,21 @@ func sweep(next func() (uint64, bool), options func(seed uint64) Options, stop f
 	return seeds, total, failed
 }
 
+// seedSource yields seeds 1..n, or with -sim.duration fresh seeds (that
+// nobody ran before) until the time is up.
+func seedSource(t *testing.T, n int) func() (uint64, bool) {
+	if *durationFlag == 0 {
+		return counter(n)
+	}
+	deadline := time.Now().Add(*durationFlag)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("soak for %v from seed %d", *durationFlag, seed)
+	return func() (uint64, bool) {
+		seed++
+		return seed, time.Now().Before(deadline)
+	}
+}
+
 // counter yields 1..n.
 func counter(n int) func() (uint64, bool) {
 	var i uint64
@@ -116,18 +131,7 @@ func TestSim(t *testing.T) {
 		runOne(t, "TestSim$", seed, Draw(seed))
 		return
 	}
-	next := counter(seedCount())
-	if *durationFlag > 0 {
-		// Soak: seeds nobody ran before, until the time is up.
-		deadline := time.Now().Add(*durationFlag)
-		seed := uint64(time.Now().UnixNano())
-		t.Logf("soak for %v from seed %d", *durationFlag, seed)
-		next = func() (uint64, bool) {
-			seed++
-			return seed, time.Now().Before(deadline)
-		}
-	}
-	seeds, total, failed := sweep(next, Draw, nil)
+	seeds, total, failed := sweep(seedSource(t, seedCount()), Draw, nil)
 	// Printed, not logged, so that it shows without -v (go test shows a
 	// passing package's output when run in its directory).
 	fmt.Println(summary(seeds, total, len(failed)))
