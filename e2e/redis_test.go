@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/raftkv/raftkv/internal/register"
 )
 
 func redisClient(t *testing.T, addr string) *redis.Client {
@@ -119,8 +121,8 @@ func (w *loadWorker) run(ctx context.Context) {
 		// that a reply is a TRYAGAIN rather than a client timeout.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var (
-			in  regInput
-			out regOutput
+			in  register.Input
+			out register.Output
 			err error
 		)
 		call := w.hist.now()
@@ -136,21 +138,21 @@ func (w *loadWorker) run(ctx context.Context) {
 			w.count(call, err)
 			continue
 		case r < 55:
-			in = regInput{op: opGet, key: sharedKeys[w.rng.IntN(len(sharedKeys))]}
-			out.value, err = rc.Get(cctx, in.key).Result()
-			out.found = err == nil
-			if out.found {
-				w.seen[in.key] = out.value
+			in = register.Input{Op: register.Get, Key: sharedKeys[w.rng.IntN(len(sharedKeys))]}
+			out.Value, err = rc.Get(cctx, in.Key).Result()
+			out.Found = err == nil
+			if out.Found {
+				w.seen[in.Key] = out.Value
 			}
 		case r < 85:
-			in = regInput{op: opSet, key: sharedKeys[w.rng.IntN(len(sharedKeys))], value: fmt.Sprintf("w%d-%d", w.id, n)}
-			err = rc.Set(cctx, in.key, in.value, 0).Err()
+			in = register.Input{Op: register.Set, Key: sharedKeys[w.rng.IntN(len(sharedKeys))], Value: fmt.Sprintf("w%d-%d", w.id, n)}
+			err = rc.Set(cctx, in.Key, in.Value, 0).Err()
 		default:
-			in = regInput{op: opCAS, key: sharedKeys[w.rng.IntN(len(sharedKeys))], value: fmt.Sprintf("w%d-%d", w.id, n)}
-			in.expected = w.seen[in.key]
+			in = register.Input{Op: register.CAS, Key: sharedKeys[w.rng.IntN(len(sharedKeys))], Value: fmt.Sprintf("w%d-%d", w.id, n)}
+			in.Expected = w.seen[in.Key]
 			var swapped int64
-			swapped, err = rc.Do(cctx, "CAS", in.key, in.expected, in.value).Int64()
-			out.swapped = swapped == 1
+			swapped, err = rc.Do(cctx, "CAS", in.Key, in.Expected, in.Value).Int64()
+			out.Swapped = swapped == 1
 		}
 		cancel()
 		ret := w.hist.now()
@@ -158,8 +160,8 @@ func (w *loadWorker) run(ctx context.Context) {
 		case done:
 			w.hist.add(w.client, in, call, out, ret)
 		case unknown:
-			if in.op != opGet {
-				out.unknown = true
+			if in.Op != register.Get {
+				out.Unknown = true
 				w.hist.add(w.client, in, call, out, ret)
 				// The operation stays open forever: later ones belong to
 				// another client, as if this one had crashed.

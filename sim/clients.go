@@ -12,6 +12,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/raftkv/raftkv/internal/register"
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -50,103 +51,13 @@ type client struct {
 type clientOp struct {
 	hist int    // index in cluster.history
 	cmd  []byte // a write's encoding, re-sent unchanged on retry
-	in   kvInput
+	in   register.Input
 	// node and inc are the node incarnation the client waits for: a
 	// node that crashed since answers nothing.
 	node, inc uint64
 	read      uint64 // a read's read-index id at that node
 	readIndex uint64 // ... and the index it was given, once indexed
 	indexed   bool
-}
-
-// kvInput and kvOutput are an operation's porcupine input and output.
-type kvInput struct {
-	op       kv.Op // OpGet, OpSet or OpCAS
-	key      string
-	value    string // Set's value, CAS's new value
-	expected string // CAS's expected value, unless absent
-	absent   bool   // CAS expecting the key to be missing
-}
-
-type kvOutput struct {
-	value   string // Get
-	found   bool   // Get
-	swapped bool   // CAS
-	unknown bool   // a write never answered: it may or may not have happened
-}
-
-// register is the state of one key in the model.
-type register struct {
-	value string
-	found bool
-}
-
-// kvModel is a register per key with get, set and compare-and-swap.
-var kvModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string]int{}
-		var out [][]porcupine.Operation
-		for _, op := range history {
-			k := op.Input.(kvInput).key
-			i, ok := byKey[k]
-			if !ok {
-				i = len(out)
-				byKey[k] = i
-				out = append(out, nil)
-			}
-			out[i] = append(out[i], op)
-		}
-		return out
-	},
-	Init: func() any { return register{} },
-	Step: func(state, input, output any) (bool, any) {
-		r, in, out := state.(register), input.(kvInput), output.(kvOutput)
-		switch in.op {
-		case kv.OpGet:
-			return out.found == r.found && out.value == r.value, r
-		case kv.OpSet:
-			return true, register{in.value, true}
-		}
-		match := r.found && r.value == in.expected
-		if in.absent {
-			match = !r.found
-		}
-		if !out.unknown && out.swapped != match {
-			return false, r
-		}
-		if match {
-			return true, register{in.value, true}
-		}
-		return true, r
-	},
-	DescribeOperation: func(input, output any) string { return describeOp(input.(kvInput), output.(kvOutput)) },
-}
-
-func describeOp(in kvInput, out kvOutput) string {
-	var s string
-	switch in.op {
-	case kv.OpGet:
-		s = fmt.Sprintf("get(%s)", in.key)
-		if out.found {
-			return s + " = " + out.value
-		}
-		return s + " = nil"
-	case kv.OpSet:
-		s = fmt.Sprintf("set(%s, %s)", in.key, in.value)
-	default:
-		exp := in.expected
-		if in.absent {
-			exp = "absent"
-		}
-		s = fmt.Sprintf("cas(%s, %s -> %s)", in.key, exp, in.value)
-		if !out.unknown {
-			s += fmt.Sprintf(" = %t", out.swapped)
-		}
-	}
-	if out.unknown {
-		s += " (outcome unknown)"
-	}
-	return s
 }
 
 // startClients creates the clients; each first acts within a few ticks.
@@ -180,22 +91,22 @@ func (c *cluster) clientAct(cl *client) {
 // invoke makes up a client's next operation and records its invocation.
 func (c *cluster) invoke(cl *client) {
 	k := c.rng.IntN(len(clientKeys))
-	op := &clientOp{hist: len(c.history), in: kvInput{key: clientKeys[k]}}
+	op := &clientOp{hist: len(c.history), in: register.Input{Key: clientKeys[k]}}
 	switch r := c.rng.IntN(10); {
 	case r < 4:
-		op.in.op = kv.OpGet
+		op.in.Op = register.Get
 	default:
 		cl.seq++
 		value := fmt.Sprintf("%d.%d", cl.session, cl.seq)
-		cmd := kv.Command{ID: kv.RequestID{ClientID: cl.session, Seq: cl.seq}, Key: []byte(op.in.key), Value: []byte(value)}
-		op.in.value = value
+		cmd := kv.Command{ID: kv.RequestID{ClientID: cl.session, Seq: cl.seq}, Key: []byte(op.in.Key), Value: []byte(value)}
+		op.in.Value = value
 		if r < 7 {
-			op.in.op, cmd.Op = kv.OpSet, kv.OpSet
+			op.in.Op, cmd.Op = register.Set, kv.OpSet
 		} else {
-			op.in.op, cmd.Op = kv.OpCAS, kv.OpCAS
-			op.in.expected = cl.seen[k]
-			op.in.absent = op.in.expected == ""
-			cmd.Expected, cmd.ExpectAbsent = []byte(op.in.expected), op.in.absent
+			op.in.Op, cmd.Op = register.CAS, kv.OpCAS
+			op.in.Expected = cl.seen[k]
+			op.in.Absent = op.in.Expected == ""
+			cmd.Expected, cmd.ExpectAbsent = []byte(op.in.Expected), op.in.Absent
 		}
 		op.cmd = cmd.Marshal()
 	}
@@ -213,10 +124,10 @@ func (c *cluster) ask(cl *client) {
 	op.node, op.inc, op.indexed = n.id, n.inc, false
 	if op.cmd != nil {
 		err := n.core.Propose(op.cmd)
-		c.note(n.id, "client %d asks %s: %v", cl.idx, describeOp(op.in, kvOutput{}), err)
+		c.note(n.id, "client %d asks %s: %v", cl.idx, register.Describe(op.in, register.Output{}), err)
 		c.touched(n)
-		if c.opts.EarlyWrites && err == nil && op.in.op == kv.OpSet {
-			c.finish(cl, kvOutput{})
+		if c.opts.EarlyWrites && err == nil && op.in.Op == register.Set {
+			c.finish(cl, register.Output{})
 		}
 		return
 	}
@@ -227,7 +138,7 @@ func (c *cluster) ask(cl *client) {
 	c.seq++
 	op.read = c.seq
 	c.check.readIssued(c.seq)
-	c.note(n.id, "client %d asks get(%s), read index request #%d", cl.idx, op.in.key, c.seq)
+	c.note(n.id, "client %d asks get(%s), read index request #%d", cl.idx, op.in.Key, c.seq)
 	n.core.ReadIndex(binary.BigEndian.AppendUint64(nil, c.seq))
 	c.touched(n)
 }
@@ -257,10 +168,10 @@ func (c *cluster) appliedByClient(n *node, e *raftpb.Entry) {
 	}
 	res := n.sm.(*KVStore).Last
 	if res.Err != nil {
-		c.check.failf(RuleLinearizable, "node %d applied client %d's %s with error %v", n.id, cl.idx, describeOp(cl.op.in, kvOutput{}), res.Err)
+		c.check.failf(RuleLinearizable, "node %d applied client %d's %s with error %v", n.id, cl.idx, register.Describe(cl.op.in, register.Output{}), res.Err)
 		return
 	}
-	c.finish(cl, kvOutput{swapped: res.Int == 1})
+	c.finish(cl, register.Output{Swapped: res.Int == 1})
 }
 
 // readIndexed notes the read index n gave a client's read.
@@ -288,24 +199,24 @@ func (c *cluster) serveReads(n *node) {
 }
 
 func (c *cluster) serveRead(cl *client, n *node) {
-	res := n.sm.(*KVStore).Store.Read(&kv.Command{Op: kv.OpGet, Key: []byte(cl.op.in.key)})
-	c.finish(cl, kvOutput{value: string(res.Value.Data), found: res.Value.Found})
+	res := n.sm.(*KVStore).Store.Read(&kv.Command{Op: kv.OpGet, Key: []byte(cl.op.in.Key)})
+	c.finish(cl, register.Output{Value: string(res.Value.Data), Found: res.Value.Found})
 }
 
 // finish records a client's response and lets it think before the next
 // operation.
-func (c *cluster) finish(cl *client, out kvOutput) {
+func (c *cluster) finish(cl *client, out register.Output) {
 	op := cl.op
 	h := &c.history[op.hist]
 	h.Output, h.Return = out, c.now
-	k := slices.Index(clientKeys, op.in.key)
+	k := slices.Index(clientKeys, op.in.Key)
 	switch {
-	case op.in.op == kv.OpGet:
-		cl.seen[k] = out.value
-	case op.in.op == kv.OpSet || out.swapped:
-		cl.seen[k] = op.in.value
+	case op.in.Op == register.Get:
+		cl.seen[k] = out.Value
+	case op.in.Op == register.Set || out.Swapped:
+		cl.seen[k] = op.in.Value
 	}
-	c.note(op.node, "client %d answered: %s", cl.idx, describeOp(op.in, out))
+	c.note(op.node, "client %d answered: %s", cl.idx, register.Describe(op.in, out))
 	c.stats.Ops++
 	cl.op = nil
 	cl.gen++
@@ -318,21 +229,22 @@ func (c *cluster) checkHistory() {
 	ops := c.history[:0]
 	for _, op := range c.history {
 		if op.Return < 0 {
-			if op.Input.(kvInput).op == kv.OpGet {
+			if op.Input.(register.Input).Op == register.Get {
 				continue
 			}
-			op.Output, op.Return = kvOutput{unknown: true}, math.MaxInt64
+			op.Output, op.Return = register.Output{Unknown: true}, math.MaxInt64
 		}
 		ops = append(ops, op)
 	}
-	switch porcupine.CheckOperationsTimeout(kvModel, ops, CheckTimeout) {
+	model := register.Model()
+	switch porcupine.CheckOperationsTimeout(model, ops, CheckTimeout) {
 	case porcupine.Ok:
 	case porcupine.Unknown:
 		c.check.failf(RuleLinearizable, "porcupine could not decide within %v whether the %d operations are linearizable", CheckTimeout, len(ops))
 	default:
-		for _, part := range kvModel.Partition(ops) {
-			if !porcupine.CheckOperations(kvModel, part) {
-				c.check.failf(RuleLinearizable, "the history of key %q is not linearizable:\n%s", part[0].Input.(kvInput).key, describeHistory(part))
+		for _, part := range model.Partition(ops) {
+			if !porcupine.CheckOperations(model, part) {
+				c.check.failf(RuleLinearizable, "the history of key %q is not linearizable:\n%s", part[0].Input.(register.Input).Key, describeHistory(part))
 				return
 			}
 		}
@@ -349,7 +261,7 @@ func describeHistory(ops []porcupine.Operation) string {
 		if op.Return != math.MaxInt64 {
 			ret = fmt.Sprintf("%.2f", float64(op.Return)/TickInterval)
 		}
-		fmt.Fprintf(&sb, "    client %d [%.2f, %s] %s\n", op.ClientId, float64(op.Call)/TickInterval, ret, describeOp(op.Input.(kvInput), op.Output.(kvOutput)))
+		fmt.Fprintf(&sb, "    client %d [%.2f, %s] %s\n", op.ClientId, float64(op.Call)/TickInterval, ret, register.Describe(op.Input.(register.Input), op.Output.(register.Output)))
 	}
 	return sb.String()
 }

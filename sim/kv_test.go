@@ -3,12 +3,7 @@ package sim
 import (
 	"flag"
 	"fmt"
-	"math"
 	"testing"
-
-	"github.com/anishathalye/porcupine"
-
-	"github.com/raftkv/raftkv/kv"
 )
 
 var kvSeedsFlag = flag.Int("sim.kvseeds", 1500, "seeds TestKV and TestKVBroken run (60 with -short)")
@@ -74,40 +69,5 @@ func TestKVBroken(t *testing.T) {
 			}
 			t.Fatalf("%s: no linearizability violation found in %d seeds", b.name, seeds)
 		})
-	}
-}
-
-// TestKVModel checks the register model on small histories, unknown
-// outcomes included.
-func TestKVModel(t *testing.T) {
-	set := func(c int, v string, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: c, Input: kvInput{op: kv.OpSet, key: "a", value: v}, Output: kvOutput{}, Call: call, Return: ret}
-	}
-	get := func(c int, v string, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: c, Input: kvInput{op: kv.OpGet, key: "a"}, Output: kvOutput{value: v, found: v != ""}, Call: call, Return: ret}
-	}
-	cas := func(c int, exp, v string, out kvOutput, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: c, Input: kvInput{op: kv.OpCAS, key: "a", expected: exp, absent: exp == "", value: v}, Output: out, Call: call, Return: ret}
-	}
-	never := int64(math.MaxInt64)
-	for _, tc := range []struct {
-		name string
-		ok   bool
-		ops  []porcupine.Operation
-	}{
-		{"read your write", true, []porcupine.Operation{set(0, "1", 0, 1), get(1, "1", 2, 3)}},
-		{"stale read", false, []porcupine.Operation{set(0, "1", 0, 1), set(0, "2", 2, 3), get(1, "1", 4, 5)}},
-		{"missing key", true, []porcupine.Operation{get(1, "", 0, 1), set(0, "1", 0, 3)}},
-		{"cas swapped", true, []porcupine.Operation{set(0, "1", 0, 1), cas(1, "1", "2", kvOutput{swapped: true}, 2, 3), get(0, "2", 4, 5)}},
-		{"cas wrongly refused", false, []porcupine.Operation{set(0, "1", 0, 1), cas(1, "1", "2", kvOutput{}, 2, 3)}},
-		{"create if absent", true, []porcupine.Operation{cas(1, "", "1", kvOutput{swapped: true}, 0, 1), get(0, "1", 2, 3)}},
-		{"unknown write seen", true, []porcupine.Operation{set(0, "1", 0, never), get(1, "1", 2, 3)}},
-		{"unknown write unseen", true, []porcupine.Operation{set(0, "1", 0, never), get(1, "", 2, 3)}},
-		{"unknown cas applied", true, []porcupine.Operation{set(0, "1", 0, 1), cas(1, "1", "2", kvOutput{unknown: true}, 2, never), get(0, "2", 4, 5)}},
-		{"unknown write undone", false, []porcupine.Operation{set(0, "1", 0, never), get(1, "1", 2, 3), get(1, "", 4, 5)}},
-	} {
-		if got := porcupine.CheckOperations(kvModel, tc.ops); got != tc.ok {
-			t.Errorf("%s: linearizable = %t, want %t", tc.name, got, tc.ok)
-		}
 	}
 }
