@@ -164,28 +164,16 @@ func (c *cluster) close() {
 // and returns its index.
 func (c *cluster) leader() int {
 	c.t.Helper()
-	lead := -1
-	eventually(c.t, "one leader that every running node knows", func() bool {
-		var id, term uint64
-		for _, n := range c.nodes {
-			if n == nil {
-				continue
-			}
-			st := n.Status()
-			if st.Lead == 0 || (id != 0 && (st.Lead != id || st.Term != term)) {
-				return false
-			}
-			id, term = st.Lead, st.Term
-		}
+	return testenv.AgreedLeader(c.t, func() []testenv.View {
+		views := make([]testenv.View, len(c.nodes))
 		for i, n := range c.nodes {
-			if n != nil && n.Status().ID == id && n.Status().Role == raft.Leader {
-				lead = i
-				return true
+			if n != nil {
+				st := n.Status()
+				views[i] = testenv.View{Running: true, ID: st.ID, Lead: st.Lead, Term: st.Term, Leading: st.Role == raft.Leader}
 			}
 		}
-		return false
+		return views
 	})
-	return lead
 }
 
 // followers returns the indexes of the running nodes other than lead.

@@ -90,3 +90,41 @@ func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(b))
 	return len(b), nil
 }
+
+// View is what AgreedLeader needs to know of one node.
+type View struct {
+	Running bool   // a stopped node is ignored
+	ID      uint64 // the node's id
+	Lead    uint64 // the leader it knows, 0 if none
+	Term    uint64
+	Leading bool // it is the leader itself
+}
+
+// AgreedLeader waits until every running node knows the same leader in the
+// same term and that leader is running and leading, and returns its index in
+// the slice views returns.
+func AgreedLeader(t testing.TB, views func() []View) int {
+	t.Helper()
+	lead := -1
+	Eventually(t, "one leader that every running node knows", func() bool {
+		vs := views()
+		var id, term uint64
+		for _, v := range vs {
+			if !v.Running {
+				continue
+			}
+			if v.Lead == 0 || (id != 0 && (v.Lead != id || v.Term != term)) {
+				return false
+			}
+			id, term = v.Lead, v.Term
+		}
+		for i, v := range vs {
+			if v.Running && v.ID == id && v.Leading {
+				lead = i
+				return true
+			}
+		}
+		return false
+	})
+	return lead
+}
