@@ -18,28 +18,38 @@ import (
 // /v1/status with its name and leader, and hands every other request to
 // handle, recording it.
 type fakeNode struct {
-	name, leader string
-	handle       func(w http.ResponseWriter, r *http.Request)
-	srv          *httptest.Server
+	name   string
+	handle func(w http.ResponseWriter, r *http.Request)
+	srv    *httptest.Server
 
-	mu   sync.Mutex // guards reqs
-	reqs []string   // "METHOD path?query id"
+	mu     sync.Mutex // guards leader, term and reqs
+	leader string
+	term   uint64
+	reqs   []string // "METHOD path?query id"
 }
 
 func newFakeNode(t *testing.T, name, leader string, handle func(w http.ResponseWriter, r *http.Request)) *fakeNode {
-	f := &fakeNode{name: name, leader: leader, handle: handle}
+	f := &fakeNode{name: name, leader: leader, term: 2, handle: handle}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
 		if r.URL.Path == "/v1/status" {
-			fmt.Fprintf(w, `{"name": %q, "leader": %q, "term": 2}`, f.name, f.leader)
+			fmt.Fprintf(w, `{"name": %q, "leader": %q, "term": %d}`, f.name, f.leader, f.term)
+			f.mu.Unlock()
 			return
 		}
-		f.mu.Lock()
 		f.reqs = append(f.reqs, r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("Raftkv-Request-Id"))
 		f.mu.Unlock()
 		f.handle(w, r)
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// elect makes the node see leader lead in term.
+func (f *fakeNode) elect(leader string, term uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leader, f.term = leader, term
 }
 
 func (f *fakeNode) requests() []string {

@@ -122,15 +122,11 @@ func (c *Client) discover(ctx context.Context) {
 			leader, term = ns.Status.Leader, ns.Status.Term
 		}
 	}
-	for i, ns := range all {
-		if ns.Err == nil && leader != "" && ns.Status.Name == leader {
-			c.cur.Store(int64(i))
-			c.rediscover.Store(false)
-			return
-		}
+	if leader != "" {
+		c.use(all, leader)
 	}
-	// The leader is not among the endpoints, or none is known yet: any node
-	// serves; keep the current one until it fails.
+	// If the leader is not among the endpoints, or none is known yet, any
+	// node serves: keep the current one until it fails.
 	c.rediscover.Store(false)
 }
 
