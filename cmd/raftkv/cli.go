@@ -22,11 +22,12 @@ var commands = map[string]struct {
 	min, max int
 	args     string
 }{
-	"get":     {1, 1, "KEY"},
-	"put":     {1, 2, "KEY [VALUE]"},
-	"del":     {1, 1, "KEY"},
-	"status":  {0, 0, ""},
-	"members": {0, 0, ""},
+	"get":             {1, 1, "KEY"},
+	"put":             {1, 2, "KEY [VALUE]"},
+	"del":             {1, 1, "KEY"},
+	"status":          {0, 0, ""},
+	"members":         {0, 0, ""},
+	"transfer-leader": {1, 1, "NAME"},
 }
 
 // runCommand runs one of the commands that talk to a cluster through its
@@ -69,6 +70,8 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		err = status(ctx, c, p)
 	case "members":
 		err = members(ctx, c, p)
+	case "transfer-leader":
+		err = transferLeader(ctx, c, p, pos[0])
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "raftkv %s: %s\n", cmd, oneLine(err))
@@ -258,4 +261,18 @@ func members(ctx context.Context, c *client.Client, p printer) error {
 	return p.print(struct {
 		Members []client.Member `json:"members"`
 	}{ms}, b.String())
+}
+
+// transferLeader hands leadership to the member called name and prints it
+// once the cluster agrees that it leads.
+func transferLeader(ctx context.Context, c *client.Client, p printer, name string) error {
+	if err := c.TransferLeader(ctx, name); err != nil {
+		if errors.Is(err, client.ErrNotMember) {
+			return fmt.Errorf("%q is not a member of the cluster (see raftkv members)", name)
+		}
+		return err
+	}
+	return p.print(struct {
+		Leader string `json:"leader"`
+	}{name}, name+" leads\n")
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -45,6 +47,20 @@ func freeAddrs(t *testing.T, n int) []string {
 	return addrs
 }
 
+// serve runs "raftkv serve" for member name of cluster in this process
+// until ctx ends, and returns where its exit code will be.
+func serve(ctx context.Context, t *testing.T, logs io.Writer, name, cluster, redisAddr, httpAddr string) <-chan int {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"serve", "--id", name, "--cluster", cluster,
+			"--data-dir", dir, "--redis-addr", redisAddr, "--http-addr", httpAddr,
+			"--tick-interval", "10ms", "--log-format", "json"}, nil, &bytes.Buffer{}, logs, env(nil))
+	}()
+	return exited
+}
+
 // TestServeAndCommands runs "raftkv serve" as a one-node cluster in this
 // process and the commands against it, then stops it as a signal does.
 func TestServeAndCommands(t *testing.T) {
@@ -53,12 +69,7 @@ func TestServeAndCommands(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run(ctx, []string{"serve", "--id", "solo", "--cluster", "solo=" + peer,
-			"--data-dir", filepath.Join(t.TempDir(), "solo"), "--redis-addr", redisAddr, "--http-addr", httpAddr,
-			"--tick-interval", "10ms", "--log-format", "json"}, nil, &bytes.Buffer{}, &logs, env(nil))
-	}()
+	exited := serve(ctx, t, &logs, "solo", "solo="+peer, redisAddr, httpAddr)
 
 	cmd := func(stdin string, args ...string) (code int, stdout, stderr string) {
 		t.Helper()
@@ -102,6 +113,9 @@ func TestServeAndCommands(t *testing.T) {
 		{"", []string{"status", "--timeout", "0s"}, 2, "", "must be positive"},
 		{"", []string{"get", "k", "--endpoints", "ftp://x"}, 2, "", "bad endpoint"},
 		{"", []string{"get", "--bogus", "k"}, 2, "", "bogus"},
+		{"", []string{"transfer-leader", "solo"}, 0, "solo leads\n", ""},
+		{"", []string{"transfer-leader", "nobody"}, 1, "", `raftkv transfer-leader: "nobody" is not a member`},
+		{"", []string{"transfer-leader"}, 2, "", "usage: raftkv transfer-leader NAME [flags], got 0"},
 	} {
 		code, out, stderr := cmd(c.stdin, c.args...)
 		if code != c.code || out != c.out || (c.errIn == "") != (stderr == "") || !strings.Contains(stderr, c.errIn) || strings.Count(stderr, "\n") > 1 {
@@ -131,5 +145,88 @@ func TestServeAndCommands(t *testing.T) {
 		}
 	case <-time.After(stopTimeout + 5*time.Second):
 		t.Fatal("serve did not stop after the signal")
+	}
+}
+
+// TestTransferLeader runs a three-node cluster in this process and moves
+// its leadership to a follower with "raftkv transfer-leader".
+func TestTransferLeader(t *testing.T) {
+	addrs := freeAddrs(t, 9)
+	var cluster, https []string
+	for i := range 3 {
+		cluster = append(cluster, fmt.Sprintf("n%d=%s", i+1, addrs[i]))
+		https = append(https, addrs[6+i])
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var logs syncBuffer
+	var exits []<-chan int
+	for i := range 3 {
+		exits = append(exits, serve(ctx, t, &logs, fmt.Sprintf("n%d", i+1), strings.Join(cluster, ","), addrs[3+i], addrs[6+i]))
+	}
+	cmd := func(args ...string) (code int, stdout, stderr string) {
+		t.Helper()
+		var o, e bytes.Buffer
+		code = run(context.Background(), args, nil, &o, &e, env(map[string]string{"RAFTKV_ENDPOINTS": strings.Join(https, ",")}))
+		return code, o.String(), e.String()
+	}
+	// roles returns each node's role by name, once all three answer.
+	roles := func() map[string]string {
+		code, out, _ := cmd("status", "--output", "json")
+		var answers []struct{ Status *struct{ Name, Role string } }
+		if code != 0 || json.Unmarshal([]byte(out), &answers) != nil {
+			return nil
+		}
+		m := make(map[string]string)
+		for _, a := range answers {
+			m[a.Status.Name] = a.Status.Role
+		}
+		return m
+	}
+	var follower string
+	deadline := time.Now().Add(10 * time.Second)
+	for follower == "" {
+		leaders := 0
+		candidate := ""
+		for name, role := range roles() {
+			switch role {
+			case "leader":
+				leaders++
+			case "follower":
+				candidate = name
+			}
+		}
+		if leaders == 1 {
+			follower = candidate
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader and follower among the three nodes; logs:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	code, out, stderr := cmd("transfer-leader", follower, "--output", "json")
+	if want := fmt.Sprintf("{\n  \"leader\": %q\n}\n", follower); code != 0 || out != want || stderr != "" {
+		t.Fatalf("transfer-leader %s: exit %d, stdout %q, stderr %q; want 0 and %q", follower, code, out, stderr, want)
+	}
+	// It returned once the nodes of the newest term named the follower
+	// leader, so the follower itself says so.
+	if r := roles(); r[follower] != "leader" {
+		t.Errorf("after transfer-leader %s: roles %v, want it to lead", follower, r)
+	}
+	if code, _, stderr := cmd("transfer-leader", "n4"); code != 1 || !strings.Contains(stderr, `"n4" is not a member`) {
+		t.Errorf("transfer-leader n4: exit %d, stderr %q; want 1 and not a member", code, stderr)
+	}
+
+	stop()
+	for i, exited := range exits {
+		select {
+		case code := <-exited:
+			if code != exitOK {
+				t.Errorf("n%d exited with %d, want 0; logs:\n%s", i+1, code, logs.String())
+			}
+		case <-time.After(stopTimeout + 5*time.Second):
+			t.Fatalf("n%d did not stop", i+1)
+		}
 	}
 }

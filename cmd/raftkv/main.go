@@ -6,7 +6,7 @@
 //	    --cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
 //	raftkv 127.0.0.1:7000 127.0.0.1:7001 127.0.0.1:7002
 //	raftkv dev
-//	raftkv get|put|del|status|members ... [--endpoints URL,...]
+//	raftkv get|put|del|status|members|transfer-leader ... [--endpoints URL,...]
 //
 // The second form is the original teaching program's: the address to listen
 // on, then the peers' addresses. Every flag can also be set through an
@@ -47,10 +47,11 @@ const usage = `usage:
   raftkv del KEY                                   delete KEY
   raftkv status                                    every node's raft state
   raftkv members                                   the cluster's members
+  raftkv transfer-leader NAME                      make member NAME the leader
 
-get, put, del, status and members talk to --endpoints (default: the dev
-cluster's) and exit 0 on success, 1 on failure (a missing key included)
-and 2 on bad usage. "raftkv COMMAND -h" lists a command's flags.
+get, put, del, status, members and transfer-leader talk to --endpoints
+(default: the dev cluster's) and exit 0 on success, 1 on failure (a
+missing key or an unknown member included) and 2 on bad usage. "raftkv COMMAND -h" lists a command's flags.
 Every flag can also be set as RAFTKV_<FLAG> (dashes as underscores).
 `
 
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch cmd {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, getenv)
-	case "get", "put", "del", "status", "members": // the keys of commands
+	case "get", "put", "del", "status", "members", "transfer-leader": // the keys of commands
 		return runCommand(ctx, cmd, args[1:], stdin, stdout, stderr, getenv)
 	case "help":
 		fmt.Fprint(stdout, usage)
