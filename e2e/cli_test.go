@@ -13,8 +13,8 @@ import (
 )
 
 // TestCLIAndCurl drives a cluster the way a user at a shell does: raftkv
-// get, put, del, status and members, and plain HTTP requests as curl sends
-// them.
+// get, put, del, status, members and transfer-leader, and plain HTTP
+// requests as curl sends them.
 func TestCLIAndCurl(t *testing.T) {
 	needBinary(t)
 	procs, _ := serveCluster(t)
@@ -128,6 +128,18 @@ func TestCLIAndCurl(t *testing.T) {
 	out, _ = cli(0, "members")
 	if rows := strings.Split(strings.TrimSpace(out), "\n"); len(rows) != 4 || !strings.Contains(out, leader.name) {
 		t.Errorf("members: %q, want a header and three rows", out)
+	}
+
+	// transfer-leader: the follower curl wrote through leads once it
+	// returns.
+	if out, _ := cli(0, "transfer-leader", follower.name); out != follower.name+" leads\n" {
+		t.Errorf("transfer-leader %s: got %q", follower.name, out)
+	}
+	if now, _ := agreedLeader(t, procs...); now != follower {
+		t.Errorf("after transfer-leader %s: %s leads", follower.name, now.name)
+	}
+	if _, stderr := cli(1, "transfer-leader", "n9"); !strings.Contains(stderr, "not a member") {
+		t.Errorf("transfer-leader n9: stderr %q, want it to say not a member", stderr)
 	}
 
 	// A node that does not answer: status still shows the others, and
