@@ -64,6 +64,12 @@ func (t *Transport) serve(raw net.Conn) {
 	defer func() {
 		t.mu.Lock()
 		delete(t.conns, raw)
+		// accept may have made raw a peer's stream even if it then failed.
+		for id, c := range t.inbound {
+			if c == raw {
+				delete(t.inbound, id)
+			}
+		}
 		t.mu.Unlock()
 		_ = raw.Close()
 	}()
@@ -77,13 +83,6 @@ func (t *Transport) serve(raw net.Conn) {
 			slog.String("remote", raw.RemoteAddr().String()), slog.Any("err", err))
 		return
 	}
-	defer func() {
-		t.mu.Lock()
-		if t.inbound[p.id] == raw {
-			delete(t.inbound, p.id)
-		}
-		t.mu.Unlock()
-	}()
 	err = t.read(p, conn)
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		t.log.Debug("peer stream ended", slog.Uint64("peer", p.id), slog.Any("err", err))
@@ -116,6 +115,25 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, error) {
 		return nil, nil, &failure{"garbage", err}
 	}
 	st := t.check(hs)
+	var p *peer
+	if st == statusOK {
+		// Become the peer's current stream before the peer hears "ok":
+		// a peer that reconnects only after that answer then always finds
+		// this stream registered, and replaces it rather than being
+		// replaced by it.
+		t.mu.Lock()
+		p = t.peers[hs.from]
+		old := t.inbound[hs.from]
+		if p != nil {
+			t.inbound[hs.from] = raw
+		}
+		t.mu.Unlock()
+		if p == nil { // removed since check
+			st = statusUnknownSender
+		} else if old != nil {
+			_ = old.Close()
+		}
+	}
 	if _, err := conn.Write(appendAnswer(make([]byte, 0, answerSize), st)); err != nil {
 		return nil, nil, &failure{"handshake", fmt.Errorf("answer handshake: %w", err)}
 	}
@@ -124,19 +142,6 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, error) {
 	}
 	if err := raw.SetDeadline(time.Time{}); err != nil {
 		return nil, nil, &failure{"handshake", err}
-	}
-	t.mu.Lock()
-	p := t.peers[hs.from]
-	old := t.inbound[hs.from]
-	if p != nil {
-		t.inbound[hs.from] = raw
-	}
-	t.mu.Unlock()
-	if p == nil { // removed during the handshake
-		return nil, nil, &failure{errUnknownSender.Error(), errUnknownSender}
-	}
-	if old != nil {
-		_ = old.Close()
 	}
 	t.logs.reset(p.who)
 	t.log.Info("accepted peer stream", slog.Uint64("peer", p.id), slog.String("remote", raw.RemoteAddr().String()))
