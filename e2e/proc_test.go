@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/internal/testenv"
 )
 
 // bin is the raftkv binary, built once by the first test that needs it,
@@ -89,43 +90,18 @@ func touchSources() error {
 	})
 }
 
-// waitTimeout bounds every wait for a condition; conditions are polled.
-const waitTimeout = 30 * time.Second
+// Shared test helpers, named as the tests here have always called them.
+var (
+	eventually = testenv.Eventually
+	freePorts  = testenv.FreeAddrs
+)
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+const waitTimeout = testenv.WaitTimeout
 
 // quiet discards go-redis' logs.
 type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
-
-// freePorts returns n distinct loopback addresses nobody listens on now.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var lns []net.Listener
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return addrs
-}
 
 // proc is one raftkv process.
 type proc struct {

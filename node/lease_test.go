@@ -67,7 +67,7 @@ func TestLeaseReadsOnThreeNodes(t *testing.T) {
 		defer cancel()
 		for i, n := range c.nodes {
 			commit := c.nodes[lead].Status().Commit
-			if err := whenLed(ctx, func() error { return n.ReadIndex(ctx) }); err != nil {
+			if err := whenLed(ctx, n, func() error { return n.ReadIndex(ctx) }); err != nil {
 				t.Fatalf("%s: ReadIndex on node %d: %v", what, i+1, err)
 			}
 			if got := n.Status().Applied; got < commit {

@@ -224,7 +224,7 @@ func (c *cluster) proposeN(i int, prefix string, count int) []string {
 
 // proposeWhenLed proposes cmd through n, retrying while n knows no leader.
 func proposeWhenLed(ctx context.Context, n *Node, cmd string) (res any, err error) {
-	err = whenLed(ctx, func() error {
+	err = whenLed(ctx, n, func() error {
 		res, err = n.Propose(ctx, []byte(cmd))
 		return err
 	})
@@ -233,14 +233,23 @@ func proposeWhenLed(ctx context.Context, n *Node, cmd string) (res any, err erro
 
 // whenLed retries f while it fails with ErrNoLeader (an election on a
 // loaded machine). That error guarantees nothing was done, so a retried
-// proposal cannot apply twice.
-func whenLed(ctx context.Context, f func() error) error {
+// proposal cannot apply twice. It retries when n's status changes (a leader
+// became known), or after a short while in case the refusal had another
+// cause that ends without a status change, such as a transfer that aborted.
+func whenLed(ctx context.Context, n *Node, f func() error) error {
 	for {
+		changed := n.StatusChanged() // before f, so a change during f is seen
 		err := f()
 		if !errors.Is(err, ErrNoLeader) || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(5 * time.Millisecond) // polling for a leader, with ctx as the deadline
+		retry := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-retry.C:
+		case <-ctx.Done():
+		}
+		retry.Stop()
 	}
 }
 
@@ -265,7 +274,7 @@ func TestElectProposeThroughFollowerAndRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	commit := c.nodes[lead].Status().Commit
-	if err := whenLed(ctx, func() error { return c.nodes[f].ReadIndex(ctx) }); err != nil {
+	if err := whenLed(ctx, c.nodes[f], func() error { return c.nodes[f].ReadIndex(ctx) }); err != nil {
 		t.Fatalf("ReadIndex on a follower: %v", err)
 	}
 	if got := c.nodes[f].Status().Applied; got < commit {
@@ -541,7 +550,7 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	c.proposeN(c.follower(lead), "cmd", 10)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := whenLed(ctx, func() error { return c.nodes[c.follower(lead)].ReadIndex(ctx) }); err != nil {
+	if err := whenLed(ctx, c.nodes[c.follower(lead)], func() error { return c.nodes[c.follower(lead)].ReadIndex(ctx) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := range c.nodes {

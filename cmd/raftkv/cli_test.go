@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/raftkv/raftkv/internal/testenv"
 )
 
 // syncBuffer is a bytes.Buffer a running node may log to while the test
@@ -33,20 +34,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs
-}
-
 // serve runs "raftkv serve" for member name of cluster in this process
 // until ctx ends, and returns where its exit code will be.
 func serve(ctx context.Context, t *testing.T, logs io.Writer, name, cluster, redisAddr, httpAddr string) <-chan int {
@@ -64,7 +51,7 @@ func serve(ctx context.Context, t *testing.T, logs io.Writer, name, cluster, red
 // TestServeAndCommands runs "raftkv serve" as a one-node cluster in this
 // process and the commands against it, then stops it as a signal does.
 func TestServeAndCommands(t *testing.T) {
-	addrs := freeAddrs(t, 3)
+	addrs := testenv.FreeAddrs(t, 3)
 	peer, redisAddr, httpAddr := addrs[0], addrs[1], addrs[2]
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -77,17 +64,15 @@ func TestServeAndCommands(t *testing.T) {
 		code = run(context.Background(), args, strings.NewReader(stdin), &o, &e, env(map[string]string{"RAFTKV_ENDPOINTS": httpAddr}))
 		return code, o.String(), e.String()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	testenv.Eventually(t, "the node to become leader", func() bool {
 		code, out, _ := cmd("", "status")
-		if code == 0 && strings.Contains(out, "leader") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not become leader: status %q, logs:\n%s", out, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return code == 0 && strings.Contains(out, "leader")
+	})
 
 	for _, c := range []struct {
 		stdin      string
@@ -151,7 +136,7 @@ func TestServeAndCommands(t *testing.T) {
 // TestTransferLeader runs a three-node cluster in this process and moves
 // its leadership to a follower with "raftkv transfer-leader".
 func TestTransferLeader(t *testing.T) {
-	addrs := freeAddrs(t, 9)
+	addrs := testenv.FreeAddrs(t, 9)
 	var cluster, https []string
 	for i := range 3 {
 		cluster = append(cluster, fmt.Sprintf("n%d=%s", i+1, addrs[i]))
@@ -183,11 +168,14 @@ func TestTransferLeader(t *testing.T) {
 		}
 		return m
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
 	var follower string
-	deadline := time.Now().Add(10 * time.Second)
-	for follower == "" {
-		leaders := 0
-		candidate := ""
+	testenv.Eventually(t, "one leader and a follower among the three nodes", func() bool {
+		leaders, candidate := 0, ""
 		for name, role := range roles() {
 			switch role {
 			case "leader":
@@ -199,11 +187,8 @@ func TestTransferLeader(t *testing.T) {
 		if leaders == 1 {
 			follower = candidate
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader and follower among the three nodes; logs:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return follower != ""
+	})
 
 	code, out, stderr := cmd("transfer-leader", follower, "--output", "json")
 	if want := fmt.Sprintf("{\n  \"leader\": %q\n}\n", follower); code != 0 || out != want || stderr != "" {

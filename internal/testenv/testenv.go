@@ -18,21 +18,29 @@ import (
 // the machine is starved, so it is generous.
 const WaitTimeout = 30 * time.Second
 
-// pollInterval is how often Eventually re-checks its condition.
+// pollInterval is the shortest wait between two checks of a condition.
 const pollInterval = 2 * time.Millisecond
 
 // Eventually polls cond until it holds, failing the test if it does not
 // within WaitTimeout. what names the awaited condition in the failure.
+// Between checks it waits at least as long as the last check took, so an
+// expensive condition (one that runs a command, say) uses at most half the
+// time it polls for.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
 	deadline := time.Now().Add(WaitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	for {
+		start := time.Now()
+		if cond() {
+			return
+		}
+		if start.After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", WaitTimeout, what)
 		}
-		<-tick.C
+		wait.Reset(max(pollInterval, time.Since(start)))
+		<-wait.C
 	}
 }
 
