@@ -279,8 +279,8 @@ func (m *Mem) List(dir string) ([]string, error) {
 	return names, nil
 }
 
-// MkdirAll creates directories durably at once: the storage packages create
-// them only before writing anything else.
+// MkdirAll creates directories durably at once, as the FS interface
+// promises.
 func (m *Mem) MkdirAll(dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

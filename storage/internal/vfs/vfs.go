@@ -46,7 +46,8 @@ type FS interface {
 	Remove(name string) error
 	// List returns the sorted names (not paths) of the entries of dir.
 	List(dir string) ([]string, error)
-	// MkdirAll creates dir and its parents as needed.
+	// MkdirAll creates dir and its parents as needed, durably: when it
+	// returns, the new directories survive a crash.
 	MkdirAll(dir string) error
 	// SyncDir makes creations, renames and removals in dir durable.
 	SyncDir(dir string) error
@@ -175,7 +176,33 @@ func (OS) Open(name string) (File, error) {
 
 func (OS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
 func (OS) Remove(name string) error             { return os.Remove(name) }
-func (OS) MkdirAll(dir string) error            { return os.MkdirAll(dir, 0o755) }
+
+func (o OS) MkdirAll(dir string) error {
+	// A new directory is an entry in its parent, durable only once the
+	// parent is synced; otherwise a crash could take the directory, and
+	// every synced file in it, away.
+	var created []string // deepest first
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range slices.Backward(created) {
+		if err := o.SyncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("sync the parent of new directory %s: %w", d, err)
+		}
+	}
+	return nil
+}
 
 func (OS) List(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)

@@ -152,3 +152,24 @@ func TestOSWriteNew(t *testing.T) {
 		t.Fatalf("file holds %q, directory %v", got, names)
 	}
 }
+
+func TestOSMkdirAll(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	for range 2 { // creating, then finding it there
+		if err := (OS{}).MkdirAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names, err := (OS{}).List(filepath.Dir(dir)); err != nil || len(names) != 1 || names[0] != "b" {
+		t.Fatalf("parent lists %v, %v", names, err)
+	}
+	file := filepath.Join(dir, "f")
+	f, err := OS{}.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	if err := (OS{}).MkdirAll(filepath.Join(file, "c")); err == nil {
+		t.Fatal("MkdirAll under a regular file succeeded")
+	}
+}
