@@ -659,11 +659,9 @@ func (c *Core) handleAppend(m raftpb.Message) error {
 
 func (c *Core) handleHeartbeat(m raftpb.Message) {
 	// The leader sends min(our match, its commit), so every entry up to
-	// m.Commit that we hold is the leader's. A commit past our log is
-	// garbage: ignore it rather than guess.
-	if m.Commit <= c.log.lastIndex() {
-		c.log.commitTo(m.Commit)
-	}
+	// m.Commit that we hold is the leader's. commitTo ignores a commit past
+	// our log: garbage, not a reason to guess.
+	c.log.commitTo(m.Commit)
 	c.send(raftpb.Message{To: m.From, Type: raftpb.MsgHeartbeatResp, Context: m.Context})
 }
 
