@@ -67,15 +67,14 @@ func (pr *progress) resetState(state ProgressState) {
 }
 
 func (pr *progress) becomeProbe() {
-	// After a snapshot the follower has at least the snapshot's entries.
+	next := pr.match + 1
 	if pr.state == StateSnapshot {
-		snap := pr.pendingSnapshot
-		pr.resetState(StateProbe)
-		pr.next = max(pr.match+1, snap+1)
-		return
+		// After a snapshot the follower has at least the snapshot's
+		// entries (none if the send failed: pendingSnapshot is then 0).
+		next = max(next, pr.pendingSnapshot+1)
 	}
 	pr.resetState(StateProbe)
-	pr.next = pr.match + 1
+	pr.next = next
 }
 
 func (pr *progress) becomeReplicate() {
