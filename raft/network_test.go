@@ -109,7 +109,9 @@ func (nw *network) process(id uint64) bool {
 	if !n.core.HasReady() {
 		return false
 	}
-	rd := n.core.Ready()
+	// Messages wait in the queue until deliver, so queueing them all after
+	// persisting keeps both kinds in the order a runtime sends them.
+	rd := persist(nw.t, n.core, n.storage)
 	for _, m := range slices.Concat(rd.Messages, rd.MessagesAfterPersist) {
 		// What a real transport holds every message to.
 		if m.From != id {
@@ -117,21 +119,9 @@ func (nw *network) process(id uint64) bool {
 		}
 	}
 	nw.queue = append(nw.queue, rd.Messages...)
-	if !rd.Snapshot.IsEmpty() {
-		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
-			nw.t.Fatalf("node %d: apply snapshot: %v", id, err)
-		}
-	}
-	if err := n.storage.Append(rd.Entries); err != nil {
-		nw.t.Fatalf("node %d: append: %v", id, err)
-	}
-	if !rd.HardState.IsEmpty() {
-		_ = n.storage.SetHardState(rd.HardState)
-	}
 	nw.queue = append(nw.queue, rd.MessagesAfterPersist...)
 	n.applied = append(n.applied, rd.CommittedEntries...)
 	n.reads = append(n.reads, rd.ReadStates...)
-	n.core.Advance(rd)
 	return true
 }
 
