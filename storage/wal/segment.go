@@ -139,19 +139,23 @@ func isDamage(err error) bool {
 // findIntact returns the offset of the first intact record (a plausible
 // frame whose checksum matches) starting anywhere in [from, size), or -1.
 func findIntact(r io.ReaderAt, from, size int64) (int64, error) {
-	if from >= size {
-		return -1, nil
-	}
-	buf := make([]byte, size-from)
-	if _, err := r.ReadAt(buf, from); err != nil {
-		return -1, fmt.Errorf("read from offset %d: %w", from, noEOF(err))
-	}
-	for i := 0; i+FrameSize <= len(buf); i++ {
-		if buf[i+4] == 0 {
-			continue // cheap rejection of zero-filled space
+	// The file is read a window at a time, so memory is bounded by the
+	// largest record rather than by the file: a record starting in the
+	// first step bytes of a window lies wholly inside it.
+	const step = FrameSize + MaxRecordSize
+	buf := make([]byte, max(0, min(size-from, 2*step)))
+	for start := from; start < size; start += step {
+		win := buf[:min(int64(len(buf)), size-start)]
+		if _, err := r.ReadAt(win, start); err != nil {
+			return -1, fmt.Errorf("read from offset %d: %w", start, noEOF(err))
 		}
-		if _, _, _, err := DecodeRecord(buf[i:]); err == nil {
-			return from + int64(i), nil
+		for i := 0; i < step && i+FrameSize <= len(win); i++ {
+			if win[i+4] == 0 {
+				continue // cheap rejection of zero-filled space
+			}
+			if _, _, _, err := DecodeRecord(win[i:]); err == nil {
+				return start + int64(i), nil
+			}
 		}
 	}
 	return -1, nil

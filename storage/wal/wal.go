@@ -176,11 +176,14 @@ func (w *WAL) replay(seq uint64, last bool, visit func(Pos, RecordType, []byte) 
 	case s.intactAfter >= 0:
 		return corrupt(path, s.end, "%v, yet an intact record follows at offset %d, so this is not a torn write", s.damage, s.intactAfter)
 	case !last:
-		tail := make([]byte, size-s.end)
+		// Only a tail no longer than the seal can be a torn seal, so
+		// nothing longer is read.
+		seal := sealRecord(seq)
+		tail := make([]byte, min(size-s.end, int64(len(seal))+1))
 		if _, err := f.ReadAt(tail, s.end); err != nil {
 			return fmt.Errorf("wal: read %s: %w", path, err)
 		}
-		if !isTornSeal(tail, sealRecord(seq)) {
+		if !isTornSeal(tail, seal) {
 			return corrupt(path, s.end, "%v in a segment that is not the last", s.damage)
 		}
 		// The crash hit while the seal was being written after the next
