@@ -490,8 +490,13 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 				continue
 			}
 			n.pending.proposals.remove(id)
-			if errors.Is(err, raft.ErrProposalDropped) {
+			switch {
+			case errors.Is(err, raft.ErrProposalDropped):
 				return nil, fmt.Errorf("propose: %w: %w", ErrNoLeader, err)
+			case err == errCancelled:
+				// The loop saw ctx done, so ctx.Err is set: callers
+				// match it, as when ctx ends before the proposal is queued.
+				return nil, fmt.Errorf("propose: %w: %w", err, ctx.Err())
 			}
 			return nil, fmt.Errorf("propose: %w", err)
 		case res := <-fut:

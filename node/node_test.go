@@ -674,3 +674,47 @@ func TestFailedWriteStopsTheNode(t *testing.T) {
 	}
 	c.nodes[0] = nil
 }
+
+// TestProposeCancelledInQueueWrapsCtxErr plays the loop by hand: a proposal
+// whose caller gave up while it waited in the inbox is refused with an error
+// that wraps the context's, so that a caller retrying after its own deadline
+// (as the server does) recognises it. The context reports its error without
+// closing Done, so that Propose hears the loop's refusal rather than its own
+// context.
+func TestProposeCancelledInQueueWrapsCtxErr(t *testing.T) {
+	n := &Node{
+		cfg:     Config{MaxProposalBytes: 1 << 10},
+		inbox:   make(chan event, 1),
+		pending: newPending(0),
+		stopc:   make(chan struct{}),
+	}
+	ctx := &errOnlyCtx{Context: context.Background()}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := n.Propose(ctx, []byte("x"))
+		errc <- err
+	}()
+	ev := <-n.inbox
+	ctx.cancelled.Store(true)
+	closed := make(chan struct{})
+	close(closed)
+	ev.cancelled = closed // as the loop would see it
+	n.step(ev)
+	if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("proposal cancelled in the queue: got %v, want an error wrapping context.Canceled alone", err)
+	}
+}
+
+// errOnlyCtx reports context.Canceled once cancelled is set, but its Done
+// never closes.
+type errOnlyCtx struct {
+	context.Context
+	cancelled atomic.Bool
+}
+
+func (c *errOnlyCtx) Err() error {
+	if c.cancelled.Load() {
+		return context.Canceled
+	}
+	return nil
+}
