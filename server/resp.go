@@ -275,15 +275,42 @@ func (r *respServer) execute(c *respConn, cmds []redcon.Command) {
 	for i := range cmds {
 		r.prepare(&calls[i], cmds[i].Args)
 	}
+	pending := 0 // bytes of replies written since the last flush
 	for i := 0; i < len(calls) && !c.quit; {
 		j := stageEnd(calls, i)
 		start := time.Now()
 		r.runStage(c, calls[i:j])
 		for k := i; k < j && !c.quit; k++ {
 			r.reply(c, &calls[k], start)
+			// A short request can ask for a long reply (GET of a large
+			// value), so the replies of a pipeline are not all buffered:
+			// past respFlushBytes they go out before the next is written.
+			if pending += replyBytes(&calls[k]); pending >= respFlushBytes {
+				if c.wr.Flush() != nil {
+					return // the client is gone: run nothing more for it
+				}
+				pending = 0
+			}
 		}
 		i = j
 	}
+}
+
+// respFlushBytes is how many bytes of values and keys a pipeline's replies
+// may hold in the connection's buffer before it is flushed.
+const respFlushBytes = 1 << 20
+
+// replyBytes is about the size of call's reply: the data it carries, not
+// its framing.
+func replyBytes(call *respCall) int {
+	n := len(call.res.Value.Data)
+	for _, v := range call.res.Values {
+		n += len(v.Data)
+	}
+	for _, k := range call.res.Keys {
+		n += len(k)
+	}
+	return n
 }
 
 // prepare looks the command up, checks its arity and parses its

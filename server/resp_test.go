@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/redcon"
 
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/node"
@@ -623,5 +625,45 @@ func TestStageEnd(t *testing.T) {
 				t.Fatalf("stages end at %v; want %v", ends, tc.ends)
 			}
 		})
+	}
+}
+
+// writeSizes records the size of every write to a connection.
+type writeSizes struct{ sizes []int }
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return len(p), nil
+}
+
+// TestRESPPipelineRepliesAreFlushed: a pipeline of short requests for a
+// large value must not buffer every reply before writing any.
+func TestRESPPipelineRepliesAreFlushed(t *testing.T) {
+	s, _ := newFakeServer(t)
+	big := bytes.Repeat([]byte("v"), respFlushBytes/4)
+	if res, err := s.write(testContext(t), &kv.Command{Op: kv.OpSet, Key: []byte("big"), Value: big}); err != nil || res.Err != nil {
+		t.Fatalf("SET big = %+v, %v", res, err)
+	}
+	const gets = 64
+	cmds := make([]redcon.Command, gets)
+	for i := range cmds {
+		cmds[i] = redcon.Command{Args: [][]byte{[]byte("GET"), []byte("big")}}
+	}
+	var w writeSizes
+	c := &respConn{wr: redcon.NewWriter(&w)}
+	r := newRESPServer(s, nil)
+	r.execute(c, cmds)
+	if err := c.wr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range w.sizes {
+		total += n
+		if n > respFlushBytes+len(big)+64 {
+			t.Errorf("one write of %d bytes; want at most about %d", n, respFlushBytes+len(big))
+		}
+	}
+	if total < gets*len(big) {
+		t.Fatalf("wrote %d bytes; want the %d replies of %d bytes", total, gets, len(big))
 	}
 }
