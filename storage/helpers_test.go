@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"testing"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -49,9 +48,6 @@ func mustSave(t testing.TB, s *Storage, hs raftpb.HardState, es []raftpb.Entry) 
 		t.Fatalf("Save(%+v, %d entries): %v", hs, len(es), err)
 	}
 }
-
-// waitABit yields to other goroutines while a test polls for a condition.
-func waitABit() { runtime.Gosched() }
 
 // saveEach saves es one entry at a time, so that segments roll.
 func saveEach(t testing.TB, s *Storage, hs raftpb.HardState, es []raftpb.Entry) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage/internal/vfs"
@@ -379,20 +380,15 @@ func TestGroupCommit(t *testing.T) {
 			errs <- s.Save(raftpb.HardState{Term: 1, Vote: 1}, []raftpb.Entry{{Index: 1, Term: 1, Data: []byte{byte(i)}}})
 		})
 	}
-	// Wait (without sleeping) until the first leader is in its fsync and
-	// everyone else is queued behind it.
-	for {
+	testenv.Eventually(t, "the first leader in its fsync, the other saves queued behind it", func() bool {
 		s.mu.Lock()
 		queued := len(s.pending)
 		s.mu.Unlock()
 		syncMu.Lock()
 		started := syncs
 		syncMu.Unlock()
-		if started == 1 && queued == savers-1 {
-			break
-		}
-		waitABit()
-	}
+		return started == 1 && queued == savers-1
+	})
 	close(release)
 	wg.Wait()
 	close(errs)
