@@ -400,12 +400,21 @@ func (c *Client) send(ctx context.Context, ep string, r request, id string) (sta
 		return 0, nil, !(errors.As(err, &op) && op.Op == "dial"), err
 	}
 	defer resp.Body.Close()
-	body, err = io.ReadAll(resp.Body)
-	if err != nil {
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes+1))
+	switch {
+	case err != nil:
 		return 0, nil, true, fmt.Errorf("read reply from %s: %w", ep, err)
+	case len(body) > maxReplyBytes:
+		return 0, nil, true, fmt.Errorf("read reply from %s: longer than %d bytes", ep, maxReplyBytes)
 	}
 	return resp.StatusCode, body, true, nil
 }
+
+// maxReplyBytes bounds a reply the client reads. The longest a node sends
+// is a value (8 MiB, a third more in base64) or a page of keys (1 MiB,
+// longer once escaped in JSON), so this is generous; a longer reply is not
+// from a raftkv node.
+const maxReplyBytes = 64 << 20
 
 // replyErr is an error reply with the write outcome 503s carry.
 type replyErr struct {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -243,5 +244,28 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := New([]string{"h:1"}, WithBackoff(time.Second, time.Millisecond)); err == nil {
 		t.Fatal("New accepted a longest backoff below the first")
+	}
+}
+
+// TestReplyTooLong: a reply longer than any node sends is refused, not
+// read into memory whole.
+func TestReplyTooLong(t *testing.T) {
+	var sent, whole atomic.Int64 // replies begun, and replies the client read to the end
+	a := newFakeNode(t, "a", "a", func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		chunk := strings.Repeat("v", 1<<20)
+		for range 2 * maxReplyBytes >> 20 {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+		whole.Add(1)
+	})
+	c := newClient(t, []*fakeNode{a}, WithTimeout(2*time.Second))
+	if _, err := c.Get(ctx(t), "k"); err == nil {
+		t.Fatal("Get of an overlong reply succeeded")
+	}
+	if sent.Load() == 0 || whole.Load() != 0 {
+		t.Fatalf("%d of %d overlong replies were read whole", whole.Load(), sent.Load())
 	}
 }
