@@ -45,14 +45,7 @@ func NewMember(name, addr string) Member {
 
 // MemberID derives a raft id from a member name (64-bit FNV-1a), so the
 // same name is the same node across restarts and machines.
-func MemberID(name string) uint64 {
-	h := fnv.New64a()
-	io.WriteString(h, name)
-	if id := h.Sum64(); id != 0 {
-		return id
-	}
-	return 1 // 0 means "no node" to the core
-}
+func MemberID(name string) uint64 { return hashID(name) }
 
 // ClusterID derives a cluster id from the initial membership, independent of
 // the order the members are listed in, so that nodes started with the same
@@ -64,8 +57,15 @@ func ClusterID(members []Member) uint64 {
 		lines[i] = m.Name + "=" + m.Addr
 	}
 	slices.Sort(lines)
+	return hashID(strings.Join(lines, "\n"))
+}
+
+// hashID is the 64-bit FNV-1a hash of s, made non-zero: 0 means "none" to
+// the core and on the wire. Stored and exchanged ids depend on it: never
+// change it.
+func hashID(s string) uint64 {
 	h := fnv.New64a()
-	io.WriteString(h, strings.Join(lines, "\n"))
+	io.WriteString(h, s)
 	if id := h.Sum64(); id != 0 {
 		return id
 	}

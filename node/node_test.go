@@ -718,3 +718,15 @@ func (c *errOnlyCtx) Err() error {
 	}
 	return nil
 }
+
+// TestIDsAreStable pins the ids derived from names: data directories and
+// peers' handshakes hold them, so a change would orphan every cluster.
+func TestIDsAreStable(t *testing.T) {
+	if got := MemberID("n1"); got != 0x8b37b07b558d4c0 {
+		t.Fatalf("MemberID(n1) = %#x, want 0x8b37b07b558d4c0", got)
+	}
+	ms := []Member{NewMember("n2", "127.0.0.1:7002"), NewMember("n1", "127.0.0.1:7001")}
+	if got := ClusterID(ms); got != 0x576df8a95ba4a4df {
+		t.Fatalf("ClusterID = %#x, want 0x576df8a95ba4a4df", got)
+	}
+}
