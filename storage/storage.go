@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -196,12 +197,13 @@ func (s *Storage) open() error {
 	return nil
 }
 
-// isFresh reports whether the WAL directory holds no segment yet.
+// isFresh reports whether the WAL directory holds no segment yet. It
+// creates nothing: wal.Open does.
 func isFresh(fsys vfs.FS, walDir string) (bool, error) {
-	if err := fsys.MkdirAll(walDir); err != nil {
-		return false, fmt.Errorf("storage: create %s: %w", walDir, err)
-	}
 	names, err := fsys.List(walDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("storage: list %s: %w", walDir, err)
 	}
