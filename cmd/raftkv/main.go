@@ -73,11 +73,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 {
 		cmd = args[0]
 	}
+	if _, ok := commands[cmd]; ok {
+		return runCommand(ctx, cmd, args[1:], stdin, stdout, stderr, getenv)
+	}
 	switch cmd {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr, getenv)
-	case "get", "put", "del", "status", "members", "transfer-leader": // the keys of commands
-		return runCommand(ctx, cmd, args[1:], stdin, stdout, stderr, getenv)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
