@@ -261,9 +261,14 @@ func (s *Storage) cut() error {
 // fail marks the Storage failed and returns the error to report.
 func (s *Storage) fail(err error) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed == nil {
+	first := s.failed == nil
+	if first {
 		s.failed = err
+	}
+	s.mu.Unlock()
+	if first {
+		// Logged outside mu: a handler may write to a slow stream, and
+		// readers take mu.
 		s.opts.Logger.Error("storage: write failed; refusing further writes", "error", err.Error())
 	}
 	return fmt.Errorf("%w: %w", ErrFailed, err)
