@@ -236,7 +236,7 @@ func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNo
 		}
 		all, _ := c.Status(ctx)
 		if leader, term, ok := agreedLeader(all); ok {
-			printConnect(stdout, o, nodes, leader, term)
+			printConnect(stdout, o, exe, nodes, leader, term)
 			return exitOK
 		}
 		select {
@@ -285,8 +285,9 @@ func agreedLeader(all []client.NodeStatus) (leader string, term uint64, ok bool)
 	return leader, term, led && len(all) > 0
 }
 
-// printConnect prints the nodes and how to talk to them.
-func printConnect(w io.Writer, o devOptions, nodes []*devNode, leader string, term uint64) {
+// printConnect prints the nodes and how to talk to them; exe is this
+// program.
+func printConnect(w io.Writer, o devOptions, exe string, nodes []*devNode, leader string, term uint64) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "\nraftkv dev: %s up, %s leads term %d\n\n", count(len(nodes)), leader, term)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
@@ -302,7 +303,7 @@ func printConnect(w io.Writer, o devOptions, nodes []*devNode, leader string, te
 		redisCLI += " -h " + o.host
 	}
 	cli := "raftkv"
-	if exe, err := os.Executable(); err == nil && strings.Contains(exe, "go-build") {
+	if strings.Contains(exe, "go-build") {
 		cli = "go run ./cmd/raftkv" // started by go run, as the README's first command does
 	}
 	if o.nodes != defaultNodes || o.host != "127.0.0.1" || o.httpPort != defaultHTTPPort {
