@@ -26,6 +26,8 @@ type devCluster struct {
 var (
 	dataDirLine = regexp.MustCompile(`^raftkv dev: data in (\S+)`)
 	nodeRow     = regexp.MustCompile(`^\s+n\d+\s+(\d+)\s`)
+	upLine      = regexp.MustCompile(`^raftkv dev: 3 nodes up, n\d leads term \d+$`)
+	statusLine  = regexp.MustCompile(`^\d\d:\d\d:\d\d  n1 \w+ term \d+ commit \d+ applied \d+ \| n2 `)
 )
 
 // startDev runs "raftkv dev" on free ports, with its temporary directory
@@ -40,7 +42,7 @@ func startDev(t *testing.T, tmp string) *devCluster {
 		if p.exited() {
 			t.Fatalf("raftkv dev exited while starting")
 		}
-		return p.has(regexp.MustCompile(`^raftkv dev: 3 nodes up, n\d leads term \d+$`))
+		return p.has(upLine)
 	})
 	d := &devCluster{proc: p}
 	for _, line := range p.output() {
@@ -86,7 +88,7 @@ func TestDev(t *testing.T) {
 		t.Errorf("raftkv status: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	eventually(t, "status lines", func() bool {
-		return d.has(regexp.MustCompile(`^\d\d:\d\d:\d\d  n1 \w+ term \d+ commit \d+ applied \d+ \| n2 `))
+		return d.has(statusLine)
 	})
 
 	t.Run("redis-cli", func(t *testing.T) {
