@@ -2,29 +2,15 @@ package sim
 
 import (
 	"flag"
-	"fmt"
 	"testing"
 )
 
 var kvSeedsFlag = flag.Int("sim.kvseeds", 1500, "seeds TestKV and TestKVBroken run (60 with -short)")
 
-func kvSeedCount() int {
-	if testing.Short() {
-		return min(*kvSeedsFlag, 60)
-	}
-	return *kvSeedsFlag
-}
-
 // TestKV runs the kv store on every node with clients reading and writing
 // under the faults, and checks each run's history for linearizability.
 func TestKV(t *testing.T) {
-	if seed, ok := replaySeed(t); ok {
-		runOne(t, "TestKV$", seed, DrawKV(seed))
-		return
-	}
-	seeds, total, failed := sweep(seedSource(t, kvSeedCount()), DrawKV, nil)
-	fmt.Println(summary(seeds, total, len(failed)))
-	reportFailures(t, "TestKV$", failed)
+	runSeeds(t, "TestKV$", seedCount(kvSeedsFlag, 60), DrawKV)
 }
 
 // brokenKV is a deliberately broken client runtime.
@@ -59,7 +45,7 @@ func TestKVBroken(t *testing.T) {
 				}
 				return
 			}
-			seeds, _, failed := sweep(counter(kvSeedCount()), b.options, caught)
+			seeds, _, failed := sweep(counter(seedCount(kvSeedsFlag, 60)), b.options, caught)
 			for _, f := range failed {
 				if caught(f) {
 					t.Logf("%s caught after %d seeds by seed %d: %s\nreplay: %s", b.name, seeds, f.Seed, f.Failure.Rule, replayCommand(test, f.Seed))

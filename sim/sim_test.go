@@ -33,11 +33,13 @@ func replaySeed(t *testing.T) (uint64, bool) {
 	return seed, true
 }
 
-func seedCount() int {
+// seedCount is the number of seeds a flag asks for, at most short with
+// -short.
+func seedCount(flag *int, short int) int {
 	if testing.Short() {
-		return min(*seedsFlag, 300)
+		return min(*flag, short)
 	}
-	return *seedsFlag
+	return *flag
 }
 
 // sweep runs seeds on every CPU until next returns false or stop does, and
@@ -124,18 +126,26 @@ func runOne(t *testing.T, test string, seed uint64, opts Options) Result {
 	return res
 }
 
-// TestSim runs the default seeds (or the soak, or one replayed seed) and
-// fails on any violated rule.
-func TestSim(t *testing.T) {
+// runSeeds runs seeds 1..n (or the soak, or one replayed seed), each with
+// the options draw gives it, and fails on any violated rule; test is the
+// -run pattern that replays a seed.
+func runSeeds(t *testing.T, test string, n int, draw func(seed uint64) Options) {
+	t.Helper()
 	if seed, ok := replaySeed(t); ok {
-		runOne(t, "TestSim$", seed, Draw(seed))
+		runOne(t, test, seed, draw(seed))
 		return
 	}
-	seeds, total, failed := sweep(seedSource(t, seedCount()), Draw, nil)
+	seeds, total, failed := sweep(seedSource(t, n), draw, nil)
 	// Printed, not logged, so that it shows without -v (go test shows a
 	// passing package's output when run in its directory).
 	fmt.Println(summary(seeds, total, len(failed)))
-	reportFailures(t, "TestSim$", failed)
+	reportFailures(t, test, failed)
+}
+
+// TestSim runs the default seeds (or the soak, or one replayed seed) and
+// fails on any violated rule.
+func TestSim(t *testing.T) {
+	runSeeds(t, "TestSim$", seedCount(seedsFlag, 300), Draw)
 }
 
 // reportFailures prints the first few failures in full and every failed
@@ -239,7 +249,7 @@ func TestKnobs(t *testing.T) {
 				}
 				return
 			}
-			seeds, _, failed := sweep(counter(seedCount()), k.options, func(r Result) bool { return r.Failure != nil })
+			seeds, _, failed := sweep(counter(seedCount(seedsFlag, 300)), k.options, func(r Result) bool { return r.Failure != nil })
 			if len(failed) == 0 {
 				t.Fatalf("%s: no violation found in %d seeds", k.name, seeds)
 			}
