@@ -227,9 +227,6 @@ func replyValues(_ *Server, w *redcon.Writer, call *respCall) {
 	}
 }
 
-// SCAN maps Redis' numeric cursors onto kv's key cursors through the
-// server's cursor table.
-
 // scanArgs are SCAN's options beyond what kv's scan takes.
 type scanArgs struct {
 	pattern string // MATCH pattern, "" for none
@@ -237,6 +234,8 @@ type scanArgs struct {
 	none    bool   // TYPE other than string: no key qualifies
 }
 
+// parseScan maps Redis' numeric cursor onto kv's key cursor through the
+// server's cursor table (see cursorTable).
 func parseScan(s *Server, call *respCall) error {
 	call.kc = kv.Command{Op: kv.OpScan}
 	sa := &scanArgs{}

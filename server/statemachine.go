@@ -50,7 +50,11 @@ func (m *StateMachine) Store() *kv.Store { return m.store }
 func (m *StateMachine) Apply(index uint64, data []byte) any {
 	res := m.store.Apply(index, data)
 	m.applies.Add(1)
-	m.advance(m.store.AppliedIndex())
+	// Every other result means the store's applied index is now index:
+	// no need to take the store's lock again to read it back.
+	if res.Err != kv.ErrStaleIndex {
+		m.advance(index)
+	}
 	return res
 }
 
