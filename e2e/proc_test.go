@@ -94,6 +94,7 @@ func touchSources() error {
 var (
 	eventually = testenv.Eventually
 	freePorts  = testenv.FreeAddrs
+	freeBlocks = testenv.FreePortBlocks
 )
 
 const waitTimeout = testenv.WaitTimeout
@@ -282,40 +283,4 @@ func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, 
 		t.Fatalf("raftkv %q: %v", args, err)
 	}
 	return o.String(), e.String(), code
-}
-
-// freeBlocks returns the first ports of count blocks of n consecutive
-// loopback ports nobody listens on now, for raftkv dev's port flags.
-func freeBlocks(t *testing.T, count, n int) []int {
-	t.Helper()
-	var held []net.Listener
-	defer func() {
-		for _, ln := range held {
-			ln.Close()
-		}
-	}()
-	var firsts []int
-	for attempt := 0; len(firsts) < count; attempt++ {
-		if attempt == 100 {
-			t.Fatalf("found no %d blocks of %d free consecutive ports", count, n)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		block := []net.Listener{ln}
-		first := ln.Addr().(*net.TCPAddr).Port
-		for i := 1; i < n; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first+i))
-			if err != nil {
-				break
-			}
-			block = append(block, l)
-		}
-		held = append(held, block...)
-		if len(block) == n {
-			firsts = append(firsts, first)
-		}
-	}
-	return firsts
 }

@@ -77,6 +77,39 @@ func FreeAddrs(t testing.TB, n int) []string {
 // The range FreeAddrs picks ports from.
 const minPort, maxPort = 20000, 32000
 
+// FreePortBlocks returns the first ports of count blocks of n consecutive
+// loopback ports nothing listens on at the moment of the call, for a
+// program that takes a first port and counts up from it. The ports come
+// from FreeAddrs' range, for the same reason, and all blocks are held open
+// together while they are chosen, so they do not overlap.
+func FreePortBlocks(t testing.TB, count, n int) []int {
+	t.Helper()
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	var firsts []int
+	for tries := 0; len(firsts) < count; tries++ {
+		if tries == 1000 {
+			t.Fatalf("find %d blocks of %d free consecutive ports: only %d found", count, n, len(firsts))
+		}
+		first, size := minPort+rand.IntN(maxPort-minPort-n), 0
+		for ; size < n; size++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first+size))
+			if err != nil {
+				break // taken: try another block
+			}
+			held = append(held, ln)
+		}
+		if size == n {
+			firsts = append(firsts, first)
+		}
+	}
+	return firsts
+}
+
 // FreeAddr returns one loopback address nothing listens on (see FreeAddrs).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
