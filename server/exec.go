@@ -68,7 +68,12 @@ func (s *Server) write(ctx context.Context, c *kv.Command) (kv.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if c.ID.ClientID != 0 {
-		res, _, err := s.replicate(ctx, c.Marshal())
+		res, proposed, err := s.replicate(ctx, c.Marshal())
+		if err == nil && proposed > 1 && sessionChanged(res.Err) {
+			// The client sees one attempt; it must not take this for a
+			// refusal and start over under a new session.
+			return kv.Result{}, s.unknownOutcome(res.Err)
+		}
 		return res, err
 	}
 	for {
@@ -88,16 +93,26 @@ func (s *Server) write(ctx context.Context, c *kv.Command) (kv.Result, error) {
 			// copy: it was not applied. Start over under a new session.
 			s.sessions.put(sess, false)
 			continue
-		case res.Err == kv.ErrSessionExpired, res.Err == kv.ErrRequestTooOld:
-			// Several copies were proposed and the session changed under
-			// them: one of them may have been applied.
+		case sessionChanged(res.Err):
 			s.sessions.put(sess, false)
-			return kv.Result{}, &UnavailableError{Write: true, Unknown: true, Wait: s.cfg.Timeout, Cause: res.Err}
+			return kv.Result{}, s.unknownOutcome(res.Err)
 		default:
 			s.sessions.put(sess, true)
 			return res, nil
 		}
 	}
+}
+
+// sessionChanged reports whether a write's result says its session moved
+// on without it. After several copies were proposed, that does not mean it
+// was not applied: a copy may have been, before kv forgot the session.
+func sessionChanged(err error) bool {
+	return err == kv.ErrSessionExpired || err == kv.ErrRequestTooOld
+}
+
+// unknownOutcome is the error of a write that may or may not be applied.
+func (s *Server) unknownOutcome(cause error) error {
+	return &UnavailableError{Write: true, Unknown: true, Wait: s.cfg.Timeout, Cause: cause}
 }
 
 // replicate proposes data until it is applied or ctx ends, and returns the

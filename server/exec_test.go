@@ -207,6 +207,24 @@ func TestWriteForgottenSessionAfterRetry(t *testing.T) {
 	}
 }
 
+// TestWriteOwnIDForgottenAfterRetry: the same holds for a write under the
+// client's own request id, which must not be answered as a plain
+// session_expired that the client would take for "not applied".
+func TestWriteOwnIDForgottenAfterRetry(t *testing.T) {
+	s, _ := newFakeServer(t, lost, forgotten)
+	c := &kv.Command{Op: kv.OpIncrBy, Key: []byte("n"), Delta: 1, ID: kv.RequestID{ClientID: 7, Seq: 3}}
+	_, err := s.write(testContext(t), c)
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !ue.Unknown {
+		t.Fatalf("INCR: %v; want an unknown outcome", err)
+	}
+	// A single copy refused is a definite answer for the client to act on.
+	s, _ = newFakeServer(t, forgotten)
+	if res, err := s.write(testContext(t), c); err != nil || res.Err != kv.ErrSessionExpired {
+		t.Fatalf("INCR = %+v, %v; want ErrSessionExpired", res, err)
+	}
+}
+
 // TestWriteSessionsBound: with one session, concurrent writes take turns,
 // and all are applied.
 func TestWriteSessionsBound(t *testing.T) {
