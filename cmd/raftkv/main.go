@@ -57,10 +57,6 @@ Every flag can also be set as RAFTKV_<FLAG> (dashes as underscores).
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	// After the first signal starts a clean stop, a second one ends the
-	// process at once (nothing acknowledged is lost: it is on disk), rather
-	// than being swallowed while a stop waits out its timeouts.
-	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	os.Exit(code)
