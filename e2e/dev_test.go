@@ -27,6 +27,7 @@ var (
 	dataDirLine = regexp.MustCompile(`^raftkv dev: data in (\S+)`)
 	nodeRow     = regexp.MustCompile(`^\s+n\d+\s+(\d+)\s`)
 	upLine      = regexp.MustCompile(`^raftkv dev: 3 nodes up, n\d leads term \d+$`)
+	n3Killed    = regexp.MustCompile(`^raftkv dev: n3 exited \(signal: killed\); the others go on$`)
 	statusLine  = regexp.MustCompile(`^\d\d:\d\d:\d\d  n1 \w+ term \d+ commit \d+ applied \d+ \| n2 `)
 )
 
@@ -121,6 +122,13 @@ func TestDev(t *testing.T) {
 			}
 		}
 	})
+
+	// A node killed, as the hints suggest, is reported and the others go
+	// on; raftkv dev still stops cleanly.
+	if err := syscall.Kill(d.pids[2], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "raftkv dev to report n3 gone", func() bool { return d.has(n3Killed) })
 
 	d.cmd.Process.Signal(syscall.SIGINT)
 	if code := d.wait(); code != 0 {
