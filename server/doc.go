@@ -106,7 +106,8 @@
 // (16 MiB) plus framing (MaxRESPRequest); a longer one gets a protocol
 // error and its connection is closed. One command takes at most
 // kv.MaxCommandKeys keys. Config.MaxClients bounds RESP connections
-// (default 10000). Above a limit a request gets an error, never a crash.
+// and HTTP key-value requests in progress (default 10000; HTTP answers 503
+// past it). Above a limit a request gets an error, never a crash.
 //
 // # Metrics
 //

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/raftkv/raftkv/client"
+	"github.com/raftkv/raftkv/internal/testenv"
 	"github.com/raftkv/raftkv/kv"
 )
 
@@ -504,4 +505,50 @@ func metricValue(body []byte, name string) (float64, bool) {
 		return v, err == nil
 	}
 	return 0, false
+}
+
+// TestHTTPMaxClients: past MaxClients key-value requests in progress, one
+// more is refused with 503 before its body is read, and served again once
+// one ends.
+func TestHTTPMaxClients(t *testing.T) {
+	block := make(chan struct{})
+	entered := make(chan struct{})
+	f := &fakeNode{sm: NewStateMachine(kv.New()), done: make(chan struct{}), script: []proposeStep{
+		func(f *fakeNode, data []byte) (any, error) {
+			close(entered)
+			<-block
+			return f.applyLocked(data), nil
+		},
+	}}
+	s, err := New(Config{HTTPAddr: "127.0.0.1:0", Node: f, StateMachine: f.sm, Logger: testenv.Logger(t), MaxClients: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int)
+	go func() {
+		req, _ := http.NewRequestWithContext(testContext(t), "PUT", "http://"+s.HTTPAddr()+"/v1/kv/a", strings.NewReader("1"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-entered
+	status, header, body := httpDo(t, s, "PUT", "/v1/kv/b", []byte("2"))
+	if status != http.StatusServiceUnavailable || header.Get("Retry-After") == "" || !strings.Contains(string(body), `"unavailable"`) {
+		t.Fatalf("second PUT: %d %q; want 503 unavailable with Retry-After", status, body)
+	}
+	close(block)
+	if status := <-first; status != http.StatusOK {
+		t.Fatalf("first PUT: %d", status)
+	}
+	if status, _, body := httpDo(t, s, "PUT", "/v1/kv/b", []byte("2")); status != http.StatusOK {
+		t.Fatalf("PUT once the first ended: %d %q", status, body)
+	}
 }

@@ -89,7 +89,19 @@ func badRequest(format string, args ...any) error {
 // serveKV serves /v1/kv/<rest>, rest being the escaped path after it.
 func (s *Server) serveKV(w http.ResponseWriter, r *http.Request, rest string) {
 	start := time.Now()
-	op, err := s.kvRequest(w, r, rest)
+	var op string
+	var err error
+	select {
+	case s.httpKV <- struct{}{}:
+		func() {
+			defer func() { <-s.httpKV }()
+			op, err = s.kvRequest(w, r, rest)
+		}()
+	default:
+		// Refused before the body is read: nothing was done.
+		w.Header().Set("Retry-After", "1")
+		op, err = "busy", &apiError{http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("%d key-value requests already in progress (MaxClients)", s.cfg.MaxClients)}
+	}
 	kind := ""
 	if err != nil {
 		kind = writeHTTPError(w, err)

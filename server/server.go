@@ -82,7 +82,9 @@ type Config struct {
 	// Default DefaultSessions; at most kv.MaxSessions.
 	Sessions int
 	// MaxClients bounds open RESP connections; more are refused as Redis
-	// does. Default DefaultMaxClients.
+	// does. It also bounds the HTTP key-value requests in progress, each of
+	// which may hold a value in memory; more get 503. Default
+	// DefaultMaxClients.
 	MaxClients int
 	// Registry receives the server's metrics and is what /metrics serves.
 	// Nil: a new private registry. Pass one to expose other collectors
@@ -146,6 +148,7 @@ type Server struct {
 	store    *kv.Store
 	sessions *sessionPool
 	cursors  *cursorTable
+	httpKV   chan struct{} // a token per HTTP key-value request in progress
 	metrics  *metrics
 	started  time.Time
 
@@ -180,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 		store:    cfg.StateMachine.Store(),
 		sessions: newSessionPool(cfg.Sessions),
 		cursors:  newCursorTable(),
+		httpKV:   make(chan struct{}, cfg.MaxClients),
 		started:  time.Now(),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
