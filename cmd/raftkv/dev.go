@@ -146,9 +146,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	}
 
 	nodes := devNodes(o)
-	code := startDev(ctx, o, exe, dir, nodes, stdout, stderr)
+	// Each node's waiting goroutine sends it here once it has exited; the
+	// buffer holds them all, so those goroutines never block.
+	exits := make(chan *devNode, len(nodes))
+	code := startDev(ctx, o, exe, dir, nodes, exits, stdout, stderr)
 	if code == exitOK {
-		code = watchDev(ctx, o, nodes, stdout)
+		code = watchDev(ctx, o, nodes, exits, stdout)
 	}
 	fmt.Fprintf(stdout, "raftkv dev: stopping %s\n", count(len(nodes)))
 	if !stopDev(nodes, stdout) && code == exitOK {
@@ -190,8 +193,8 @@ func devNodes(o devOptions) []*devNode {
 
 // startDev starts every node and waits until they agree on a leader, then
 // prints how to connect. A node exiting first is a startup failure (its
-// error is in its log); so is ctx ending.
-func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNode, stdout, stderr io.Writer) int {
+// error is in its log); ctx ending is not: the cluster stops as usual.
+func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNode, exits chan *devNode, stdout, stderr io.Writer) int {
 	var cluster []string
 	for _, d := range nodes {
 		cluster = append(cluster, d.name+"="+d.peer)
@@ -220,6 +223,7 @@ func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNo
 			d.err = d.cmd.Wait()
 			d.out.flush()
 			close(d.done)
+			exits <- d
 		}()
 	}
 
@@ -228,18 +232,15 @@ func startDev(ctx context.Context, o devOptions, exe, dir string, nodes []*devNo
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		for _, d := range nodes {
-			if d.exited() {
-				fmt.Fprintf(stderr, "raftkv dev: %s exited while starting (%v)\n", d.name, d.err)
-				return exitStartup
-			}
-		}
 		all, _ := c.Status(ctx)
 		if leader, term, ok := agreedLeader(all); ok {
 			printConnect(stdout, o, exe, nodes, leader, term)
 			return exitOK
 		}
 		select {
+		case d := <-exits:
+			fmt.Fprintf(stderr, "raftkv dev: %s exited while starting (%v)\n", d.name, d.err)
+			return exitStartup
 		case <-poll.C:
 		case <-ctx.Done():
 			return exitOK // Ctrl-C before the cluster was up: stop it as usual
@@ -331,7 +332,7 @@ Dashboard: http://%[4]s/
 // watchDev prints the cluster's status every interval until ctx ends, and
 // notes nodes that exit meanwhile (someone killed one, to watch a
 // failover). It returns once ctx ends.
-func watchDev(ctx context.Context, o devOptions, nodes []*devNode, stdout io.Writer) int {
+func watchDev(ctx context.Context, o devOptions, nodes []*devNode, exits <-chan *devNode, stdout io.Writer) int {
 	c := devClient(nodes)
 	defer c.Close()
 	var tick <-chan time.Time
@@ -340,20 +341,12 @@ func watchDev(ctx context.Context, o devOptions, nodes []*devNode, stdout io.Wri
 		defer t.Stop()
 		tick = t.C
 	}
-	reported := make([]bool, len(nodes))
-	poll := time.NewTicker(100 * time.Millisecond)
-	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return exitOK
-		case <-poll.C:
-			for i, d := range nodes {
-				if !reported[i] && d.exited() {
-					reported[i] = true
-					fmt.Fprintf(stdout, "raftkv dev: %s exited (%v); the others go on\n", d.name, d.err)
-				}
-			}
+		case d := <-exits:
+			fmt.Fprintf(stdout, "raftkv dev: %s exited (%v); the others go on\n", d.name, d.err)
 		case <-tick:
 			all, _ := c.Status(ctx)
 			if ctx.Err() == nil {
