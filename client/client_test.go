@@ -16,7 +16,7 @@ import (
 )
 
 // fakeNode is an httptest server that plays one raftkv node: it answers
-// /v1/status with its name and leader, and hands every other request to
+// /v1/status with its name, role and leader, and hands every other request to
 // handle, recording it.
 type fakeNode struct {
 	name   string
@@ -34,7 +34,11 @@ func newFakeNode(t *testing.T, name, leader string, handle func(w http.ResponseW
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		if r.URL.Path == "/v1/status" {
-			fmt.Fprintf(w, `{"name": %q, "leader": %q, "term": %d}`, f.name, f.leader, f.term)
+			role := "follower"
+			if f.leader == f.name {
+				role = "leader"
+			}
+			fmt.Fprintf(w, `{"name": %q, "role": %q, "leader": %q, "term": %d}`, f.name, role, f.leader, f.term)
 			f.mu.Unlock()
 			return
 		}

@@ -85,7 +85,10 @@ func (c *Client) explainUnavailable(ctx context.Context, err error) error {
 }
 
 // waitLeader polls the endpoints' status until the answers in the highest
-// term name name as leader, or ctx ends.
+// term name name as leader and name itself, if it answers, says it leads,
+// or ctx ends. The answers are read one node after another, so a peer may
+// already name the new leader while the leader's own, earlier answer still
+// says candidate: then the next poll settles it.
 func (c *Client) waitLeader(ctx context.Context, name string) error {
 	tick := time.NewTicker(c.backoff[0])
 	defer tick.Stop()
@@ -94,7 +97,7 @@ func (c *Client) waitLeader(ctx context.Context, name string) error {
 		all, err := c.Status(ctx)
 		if err == nil {
 			leader, known := leaderOf(all)
-			if leader == name {
+			if leader == name && selfLeads(all, name) {
 				c.use(all, name)
 				c.rediscover.Store(false)
 				return nil
@@ -130,6 +133,17 @@ func leaderOf(all []NodeStatus) (leader string, known bool) {
 		}
 	}
 	return "", false
+}
+
+// selfLeads reports whether member name says it is leader, or did not
+// answer (then the others' word is all there is).
+func selfLeads(all []NodeStatus, name string) bool {
+	for _, ns := range all {
+		if ns.Err == nil && ns.Status.Name == name {
+			return ns.Status.Role == "leader"
+		}
+	}
+	return true
 }
 
 // use points later calls at the endpoint of the member called name, if it
