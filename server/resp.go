@@ -37,6 +37,9 @@ type respServer struct {
 	conns   map[*respConn]struct{}
 	closing bool
 	wg      sync.WaitGroup // connection goroutines
+
+	stopped  chan struct{} // closed by shutdown or close: ends an accept backoff
+	stopOnce sync.Once
 }
 
 // respConn is one client connection and its per-connection state, all
@@ -55,7 +58,7 @@ type respConn struct {
 }
 
 func newRESPServer(s *Server, ln net.Listener) *respServer {
-	return &respServer{s: s, ln: ln, commands: respCommands(), conns: make(map[*respConn]struct{})}
+	return &respServer{s: s, ln: ln, commands: respCommands(), conns: make(map[*respConn]struct{}), stopped: make(chan struct{})}
 }
 
 // clients returns the number of open connections.
@@ -77,12 +80,22 @@ func (r *respServer) serve() {
 			// Out of file descriptors, say: wait instead of spinning.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			r.s.log.Warn("resp accept", "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			select {
+			case <-time.After(delay):
+			case <-r.stopped:
+				return
+			}
 			continue
 		}
 		delay = 0
 		r.admit(nc)
 	}
+}
+
+// stop closes the listener and ends serve, even in an accept backoff.
+func (r *respServer) stop() error {
+	r.stopOnce.Do(func() { close(r.stopped) })
+	return r.ln.Close()
 }
 
 // admit starts serving nc, or refuses it past MaxClients.
@@ -172,7 +185,7 @@ func (r *respServer) readFailed(c *respConn, err error) {
 // shutdown stops accepting, closes idle connections and waits for busy
 // ones to finish their pipeline, or until ctx ends.
 func (r *respServer) shutdown(ctx context.Context) error {
-	r.ln.Close()
+	r.stop()
 	r.mu.Lock()
 	r.closing = true
 	for c := range r.conns {
@@ -199,7 +212,7 @@ func (r *respServer) shutdown(ctx context.Context) error {
 // close closes the listener and every connection, and waits for their
 // goroutines.
 func (r *respServer) close() error {
-	err := r.ln.Close()
+	err := r.stop()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
