@@ -51,7 +51,12 @@ func (s *MemoryStorage) SetConfState(cs raftpb.ConfState) {
 }
 
 func cloneConfState(cs raftpb.ConfState) raftpb.ConfState {
-	return raftpb.ConfState{Voters: slices.Clone(cs.Voters), Learners: slices.Clone(cs.Learners)}
+	return raftpb.ConfState{
+		Voters:         slices.Clone(cs.Voters),
+		Learners:       slices.Clone(cs.Learners),
+		VotersOutgoing: slices.Clone(cs.VotersOutgoing),
+		LearnersNext:   slices.Clone(cs.LearnersNext),
+	}
 }
 
 func (s *MemoryStorage) offset() uint64 { return s.ents[0].Index }

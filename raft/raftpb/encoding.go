@@ -15,7 +15,11 @@ import (
 // the bytes that remain before anything is allocated, and errors say what
 // was being decoded.
 
-// Version is the current encoding version written by Marshal functions.
+// Version is the encoding version written by the Marshal functions of
+// entries, hard states, messages and conf changes. Snapshot metadata is at
+// version 2 (see versionJointConf); messages grew through a flag instead,
+// so that peers still on version 1 read every message but a snapshot of a
+// joint configuration.
 const Version byte = 1
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -184,40 +188,122 @@ func UnmarshalHardState(b []byte) (HardState, error) {
 	return h, d.finish()
 }
 
-func appendSnapshotMetadata(b []byte, m *SnapshotMetadata) []byte {
-	b = binary.AppendUvarint(b, m.Index)
-	b = binary.AppendUvarint(b, m.Term)
-	b = appendIDs(b, m.ConfState.Voters)
-	return appendIDs(b, m.ConfState.Learners)
+// versionJointConf is the version of SnapshotMetadata encodings that carry
+// the joint halves of the ConfState (VotersOutgoing, LearnersNext) after
+// Learners. Version-1 metadata, written before joint configurations
+// existed, is still read: it has no joint halves.
+const versionJointConf byte = 2
+
+// confState body: voters, learners and, when joint, the outgoing voters and
+// the learners next.
+func appendConfState(b []byte, cs *ConfState, joint bool) []byte {
+	b = appendIDs(b, cs.Voters)
+	b = appendIDs(b, cs.Learners)
+	if joint {
+		b = appendIDs(b, cs.VotersOutgoing)
+		b = appendIDs(b, cs.LearnersNext)
+	}
+	return b
 }
 
-func (d *decoder) snapshotMetadata() SnapshotMetadata {
+func (d *decoder) confState(joint bool) ConfState {
+	var cs ConfState
+	cs.Voters = d.ids()
+	cs.Learners = d.ids()
+	if joint {
+		cs.VotersOutgoing = d.ids()
+		cs.LearnersNext = d.ids()
+	}
+	return cs
+}
+
+// hasJointHalves reports whether cs needs the joint encoding.
+func hasJointHalves(cs *ConfState) bool {
+	return len(cs.VotersOutgoing) > 0 || len(cs.LearnersNext) > 0
+}
+
+func appendSnapshotMetadata(b []byte, m *SnapshotMetadata, joint bool) []byte {
+	b = binary.AppendUvarint(b, m.Index)
+	b = binary.AppendUvarint(b, m.Term)
+	return appendConfState(b, &m.ConfState, joint)
+}
+
+func (d *decoder) snapshotMetadata(joint bool) SnapshotMetadata {
 	var m SnapshotMetadata
 	m.Index = d.uvarint()
 	m.Term = d.uvarint()
-	m.ConfState.Voters = d.ids()
-	m.ConfState.Learners = d.ids()
+	m.ConfState = d.confState(joint)
 	return m
 }
 
-// MarshalAppend appends the encoding of m to b.
+// MarshalAppend appends the encoding of m to b. It always writes the
+// version that carries the joint halves of the ConfState.
 func (m *SnapshotMetadata) MarshalAppend(b []byte) []byte {
-	return appendSnapshotMetadata(append(b, Version), m)
+	return appendSnapshotMetadata(append(b, versionJointConf), m, true)
 }
 
 // UnmarshalSnapshotMetadata decodes metadata written by
-// SnapshotMetadata.MarshalAppend.
+// SnapshotMetadata.MarshalAppend, in the current format or in version 1
+// (before joint configurations).
 func UnmarshalSnapshotMetadata(b []byte) (SnapshotMetadata, error) {
 	d := decoder{buf: b, what: "snapshot metadata"}
-	d.version()
-	m := d.snapshotMetadata()
+	v := d.byte()
+	if d.err == nil && v != Version && v != versionJointConf {
+		d.fail("unsupported version %d", v)
+	}
+	m := d.snapshotMetadata(v == versionJointConf)
 	return m, d.finish()
+}
+
+// minConfChangeSize is the smallest encoding of one ConfChangeSingle: a
+// type byte and a one-byte node id.
+const minConfChangeSize = 2
+
+// Marshal returns the encoding of cc, the Data of an EntryConfChange entry.
+func (cc *ConfChange) Marshal() []byte {
+	b := make([]byte, 0, 2+len(cc.Changes)*(1+binary.MaxVarintLen64)+binary.MaxVarintLen64+len(cc.Context))
+	b = append(b, Version)
+	b = binary.AppendUvarint(b, uint64(len(cc.Changes)))
+	for _, ch := range cc.Changes {
+		b = append(b, byte(ch.Type))
+		b = binary.AppendUvarint(b, ch.NodeID)
+	}
+	return appendBytes(b, cc.Context)
+}
+
+// UnmarshalConfChange decodes a change written by ConfChange.Marshal. It
+// rejects unknown change types but not changes that make no sense for a
+// configuration (node id 0, duplicates): that is for the core to judge
+// against the configuration it applies to. The result does not alias b.
+func UnmarshalConfChange(b []byte) (ConfChange, error) {
+	d := decoder{buf: b, what: "conf change"}
+	d.version()
+	var cc ConfChange
+	if n := d.count(minConfChangeSize); n > 0 {
+		cc.Changes = make([]ConfChangeSingle, n)
+		for i := range cc.Changes {
+			t := ConfChangeType(d.byte())
+			if d.err == nil && !t.Valid() {
+				d.fail("unknown conf change type %d", t)
+			}
+			cc.Changes[i] = ConfChangeSingle{Type: t, NodeID: d.uvarint()}
+		}
+	}
+	cc.Context = d.bytes()
+	if err := d.finish(); err != nil {
+		return ConfChange{}, err
+	}
+	return cc, nil
 }
 
 // Message flag bits.
 const (
 	flagReject   = 1 << 0
 	flagSnapshot = 1 << 1
+	// flagJointConf: the snapshot's ConfState carries its joint halves.
+	// Set only when they are not empty, so that a message without them
+	// reads as before.
+	flagJointConf = 1 << 2
 )
 
 // MarshalAppend appends the encoding of m to b.
@@ -227,8 +313,12 @@ func (m *Message) MarshalAppend(b []byte) []byte {
 	if m.Reject {
 		flags |= flagReject
 	}
+	joint := m.Snapshot != nil && hasJointHalves(&m.Snapshot.Metadata.ConfState)
 	if m.Snapshot != nil {
 		flags |= flagSnapshot
+	}
+	if joint {
+		flags |= flagJointConf
 	}
 	b = append(b, flags)
 	for _, v := range [...]uint64{m.From, m.To, m.Term, m.LogTerm, m.Index, m.Commit, m.RejectHint, m.HintTerm} {
@@ -239,7 +329,7 @@ func (m *Message) MarshalAppend(b []byte) []byte {
 		b = appendEntry(b, &m.Entries[i])
 	}
 	if m.Snapshot != nil {
-		b = appendSnapshotMetadata(b, &m.Snapshot.Metadata)
+		b = appendSnapshotMetadata(b, &m.Snapshot.Metadata, joint)
 		b = appendBytes(b, m.Snapshot.Data)
 	}
 	return appendBytes(b, m.Context)
@@ -254,7 +344,9 @@ func (m *Message) Size() int {
 		n += 2*binary.MaxVarintLen64 + 1 + binary.MaxVarintLen64 + len(m.Entries[i].Data)
 	}
 	if m.Snapshot != nil {
-		n += 4*binary.MaxVarintLen64 + 8*binary.MaxVarintLen64*(len(m.Snapshot.Metadata.ConfState.Voters)+len(m.Snapshot.Metadata.ConfState.Learners))
+		cs := &m.Snapshot.Metadata.ConfState
+		ids := len(cs.Voters) + len(cs.Learners) + len(cs.VotersOutgoing) + len(cs.LearnersNext)
+		n += 6*binary.MaxVarintLen64 + binary.MaxVarintLen64*ids
 		n += binary.MaxVarintLen64 + len(m.Snapshot.Data)
 	}
 	return n
@@ -271,8 +363,11 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		d.fail("message type %d is not accepted from a peer", m.Type)
 	}
 	flags := d.byte()
-	if d.err == nil && flags&^(flagReject|flagSnapshot) != 0 {
+	if d.err == nil && flags&^(flagReject|flagSnapshot|flagJointConf) != 0 {
 		d.fail("unknown flags %#x", flags)
+	}
+	if d.err == nil && flags&flagJointConf != 0 && flags&flagSnapshot == 0 {
+		d.fail("joint configuration flag without a snapshot")
 	}
 	m.Reject = flags&flagReject != 0
 	m.From = d.uvarint()
@@ -290,7 +385,7 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		}
 	}
 	if flags&flagSnapshot != 0 {
-		m.Snapshot = &Snapshot{Metadata: d.snapshotMetadata()}
+		m.Snapshot = &Snapshot{Metadata: d.snapshotMetadata(flags&flagJointConf != 0)}
 		m.Snapshot.Data = d.bytes()
 	}
 	m.Context = d.bytes()

@@ -6,7 +6,11 @@
 // core, storage and transport can share them without importing each other.
 package raftpb
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // None is the node id meaning "no node": no vote cast, no leader known.
 const None uint64 = 0
@@ -56,14 +60,123 @@ type HardState struct {
 func (h HardState) IsEmpty() bool { return h == HardState{} }
 
 // ConfState is the membership of the cluster as of some log index.
+//
+// Outside a joint configuration only Voters and Learners are set. While
+// joint (between entering C_old,new and leaving it), Voters is the incoming
+// voter set, VotersOutgoing the voters of the configuration being left, and
+// LearnersNext the voters being demoted: they still vote in the outgoing
+// half and become learners when the joint configuration is left. A node is
+// in at most one of Voters/Learners, and LearnersNext never overlaps Voters
+// or Learners.
 type ConfState struct {
-	Voters   []uint64
-	Learners []uint64
+	Voters         []uint64
+	Learners       []uint64
+	VotersOutgoing []uint64
+	LearnersNext   []uint64
 }
+
+// Joint reports whether cs is a joint configuration.
+func (cs ConfState) Joint() bool { return len(cs.VotersOutgoing) > 0 }
 
 // Equal reports whether c and o list the same ids in the same order.
 func (c ConfState) Equal(o ConfState) bool {
-	return equalIDs(c.Voters, o.Voters) && equalIDs(c.Learners, o.Learners)
+	return equalIDs(c.Voters, o.Voters) && equalIDs(c.Learners, o.Learners) &&
+		equalIDs(c.VotersOutgoing, o.VotersOutgoing) && equalIDs(c.LearnersNext, o.LearnersNext)
+}
+
+// String reads like "voters=(1 2 3)&&(1 2) learners=(4) learners_next=(3)",
+// the outgoing half after "&&" only while joint.
+func (c ConfState) String() string {
+	var b strings.Builder
+	b.WriteString("voters=")
+	writeIDs(&b, c.Voters)
+	if c.Joint() {
+		b.WriteString("&&")
+		writeIDs(&b, c.VotersOutgoing)
+	}
+	if len(c.Learners) > 0 {
+		b.WriteString(" learners=")
+		writeIDs(&b, c.Learners)
+	}
+	if len(c.LearnersNext) > 0 {
+		b.WriteString(" learners_next=")
+		writeIDs(&b, c.LearnersNext)
+	}
+	return b.String()
+}
+
+func writeIDs(b *strings.Builder, ids []uint64) {
+	b.WriteByte('(')
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.FormatUint(id, 10))
+	}
+	b.WriteByte(')')
+}
+
+// ConfChangeType is what one ConfChangeSingle does to one node.
+type ConfChangeType uint8
+
+const (
+	// ConfChangeAddVoter adds a voter, or promotes a learner to voter.
+	ConfChangeAddVoter ConfChangeType = iota + 1
+	// ConfChangeAddLearner adds a learner, or demotes a voter to learner.
+	ConfChangeAddLearner
+	// ConfChangeRemove removes a voter or a learner.
+	ConfChangeRemove
+	confChangeTypeEnd // sentinel for validation; keep last
+)
+
+func (t ConfChangeType) String() string {
+	switch t {
+	case ConfChangeAddVoter:
+		return "add-voter"
+	case ConfChangeAddLearner:
+		return "add-learner"
+	case ConfChangeRemove:
+		return "remove"
+	}
+	return fmt.Sprintf("ConfChangeType(%d)", uint8(t))
+}
+
+// Valid reports whether t is one of the defined change types.
+func (t ConfChangeType) Valid() bool { return t > 0 && t < confChangeTypeEnd }
+
+// ConfChangeSingle changes the membership of one node.
+type ConfChangeSingle struct {
+	Type   ConfChangeType
+	NodeID uint64
+}
+
+func (c ConfChangeSingle) String() string { return fmt.Sprintf("%v %d", c.Type, c.NodeID) }
+
+// ConfChange is the Data of an EntryConfChange entry (encoded with
+// Marshal): a membership change the cluster agrees on through the log.
+type ConfChange struct {
+	// Changes take effect together. An empty list means "leave the joint
+	// configuration": the leader proposes it by itself once the entry that
+	// entered the joint configuration is applied.
+	Changes []ConfChangeSingle
+	// Context is opaque to the core. The node runtime puts the affected
+	// members' names and peer addresses (and a proposal id) in it.
+	Context []byte
+}
+
+// IsLeaveJoint reports whether cc is the change that leaves a joint
+// configuration.
+func (cc ConfChange) IsLeaveJoint() bool { return len(cc.Changes) == 0 }
+
+func (cc ConfChange) String() string {
+	if cc.IsLeaveJoint() {
+		return "leave-joint"
+	}
+	parts := make([]string, len(cc.Changes))
+	for i, ch := range cc.Changes {
+		parts[i] = ch.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 func equalIDs(a, b []uint64) bool {
