@@ -50,6 +50,14 @@
 //
 // # Snapshots and compaction
 //
+// A snapshot's data is streamed, never held whole in memory:
+// CreateSnapshot writes it to a temporary file in snap/, Stage completes and
+// fsyncs that file, and SaveSnapshot adopts it: it renames the file into
+// place, fsyncs the directory, and bases the log on it. A staged file is
+// never read by recovery (a restart removes it), so a node that restarts
+// while receiving a snapshot has its previous state, never a mix.
+// OpenSnapshot reads a snapshot's data back, verifying it as it goes.
+//
 // SaveSnapshot accepts snapshots made locally and ones received from a
 // leader. If the log holds the snapshot's last entry (same index and term)
 // the log is kept as it is, since by the Log Matching Property it agrees

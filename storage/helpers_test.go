@@ -3,11 +3,14 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage/internal/vfs"
+	"github.com/raftkv/raftkv/storage/snap"
 )
 
 const testDir = "/data"
@@ -55,4 +58,50 @@ func saveEach(t testing.TB, s *Storage, hs raftpb.HardState, es []raftpb.Entry) 
 	for i := range es {
 		mustSave(t, s, hs, es[i:i+1])
 	}
+}
+
+// writeSnapFile puts a snapshot file for sn straight into the snapshot
+// directory on m, as a crash may leave one behind.
+func writeSnapFile(t testing.TB, m *vfs.Mem, sn raftpb.Snapshot) {
+	t.Helper()
+	d, err := snap.Open(filepath.Join(testDir, "snap"), snap.Options{FS: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := d.Create(sn.Metadata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if _, err := w.Write(sn.Data); err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Install(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loadSnapshot returns the current snapshot with its data, read from its
+// file.
+func loadSnapshot(s *Storage) (raftpb.Snapshot, error) {
+	sn, err := s.Snapshot()
+	if err != nil || sn.IsEmpty() {
+		return sn, err
+	}
+	r, err := s.OpenSnapshot(sn.Metadata.Index, sn.Metadata.Term)
+	if err != nil {
+		return sn, err
+	}
+	defer r.Close()
+	if sn.Data, err = io.ReadAll(r); err != nil {
+		return sn, err
+	}
+	if len(sn.Data) == 0 {
+		sn.Data = nil
+	}
+	return sn, nil
 }

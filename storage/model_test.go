@@ -280,7 +280,7 @@ func (m *model) check(s *Storage, rng *rand.Rand) error {
 			return fmt.Errorf("Entries(%d, %d, %d):\n got %v\nwant %v", lo, hi, maxSize, got, want)
 		}
 	}
-	sn, err := s.Snapshot()
+	sn, err := loadSnapshot(s)
 	if err != nil || !reflect.DeepEqual(sn, m.snap) {
 		return fmt.Errorf("Snapshot() = %+v, %v; want %+v", sn, err, m.snap)
 	}

@@ -172,29 +172,3 @@ func (s *Storage) readPiece(p piece, add func(raftpb.Entry) bool) (full bool, er
 	}
 	return full, err
 }
-
-// Snapshot returns the newest snapshot, read from its file.
-func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
-	for {
-		s.mu.Lock()
-		m, closed := s.snap, s.closed
-		s.mu.Unlock()
-		if closed {
-			return raftpb.Snapshot{}, ErrClosed
-		}
-		if m.Index == 0 {
-			return raftpb.Snapshot{}, nil
-		}
-		sn, err := s.snaps.Load(m.Index, m.Term)
-		if err == nil {
-			return sn, nil
-		}
-		s.mu.Lock()
-		replaced := s.snap.Index != m.Index
-		s.mu.Unlock()
-		if !errors.Is(err, fs.ErrNotExist) || !replaced {
-			return raftpb.Snapshot{}, fmt.Errorf("storage: %w", err)
-		}
-		// A newer snapshot replaced it while we read: read that one.
-	}
-}

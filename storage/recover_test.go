@@ -96,10 +96,7 @@ func TestNewestSnapshotDamaged(t *testing.T) {
 			_ = s.Close()
 			// An older snapshot left behind by a crash before pruning.
 			snapDir := filepath.Join(testDir, "snap")
-			d, _ := snap.Open(snapDir, snap.Options{FS: m})
-			if err := d.Save(snapshotAt(10, 1, "at 10")); err != nil {
-				t.Fatal(err)
-			}
+			writeSnapFile(t, m, snapshotAt(10, 1, "at 10"))
 			newest := filepath.Join(snapDir, snap.Name(30, 1))
 			b, _ := m.ReadFile(newest)
 			b[len(b)-1] ^= 1
@@ -143,10 +140,7 @@ func TestSnapshotDisagreeingWithLogBaseRefused(t *testing.T) {
 	// Swap the snapshot for one at the same index with another term.
 	snapDir := filepath.Join(testDir, "snap")
 	m.RemoveFile(filepath.Join(snapDir, snap.Name(20, 3)))
-	d, _ := snap.Open(snapDir, snap.Options{FS: m})
-	if err := d.Save(snapshotAt(20, 2, "impostor")); err != nil {
-		t.Fatal(err)
-	}
+	writeSnapFile(t, m, snapshotAt(20, 2, "impostor"))
 	if _, err := Open(testDir, opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "term") {
 		t.Fatalf("got %v, want ErrCorrupt about the term", err)
 	}

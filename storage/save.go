@@ -274,44 +274,6 @@ func (s *Storage) fail(err error) error {
 	return fmt.Errorf("%w: %w", ErrFailed, err)
 }
 
-// SaveSnapshot durably stores the snapshot sn and bases the log on it: if
-// the log holds its last entry (same index and term) it is kept, otherwise it
-// is replaced by the snapshot. Older snapshot files are then removed. A
-// snapshot older than the current one is refused with ErrSnapshotOutOfDate;
-// saving the current one again does nothing.
-func (s *Storage) SaveSnapshot(sn raftpb.Snapshot) error {
-	m := sn.Metadata
-	if m.Index == 0 {
-		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
-	}
-	s.snapMu.Lock()
-	defer s.snapMu.Unlock()
-	s.mu.Lock()
-	cur, err := s.snap, s.usableLocked()
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if m.Index <= cur.Index {
-		if m.Index == cur.Index && m.Term == cur.Term {
-			return nil
-		}
-		return fmt.Errorf("%w: snapshot %s is not newer than %s", ErrSnapshotOutOfDate, snapName(m), snapName(cur))
-	}
-	// The file is written without wmu so that Saves are not held up by
-	// a large snapshot; until the view below changes, nothing uses it.
-	if err := s.snaps.Save(sn); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	if err := s.baseOn(m); err != nil {
-		return err
-	}
-	if err := s.snaps.RemoveExcept(m.Index, m.Term); err != nil {
-		s.opts.Logger.Warn("storage: could not remove old snapshots", "error", err.Error())
-	}
-	return nil
-}
-
 // baseOn makes the durable snapshot m the current one.
 func (s *Storage) baseOn(m raftpb.SnapshotMetadata) error {
 	s.wmu.Lock()

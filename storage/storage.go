@@ -117,7 +117,7 @@ type Storage struct {
 	batch wal.Batch
 	buf   []byte // scratch for encoding one record
 
-	// snapMu serializes SaveSnapshot calls, which write snapshot files
+	// snapMu serializes SaveSnapshot calls, which install snapshot files
 	// without holding wmu.
 	snapMu sync.Mutex
 
@@ -125,7 +125,8 @@ type Storage struct {
 	mu      sync.Mutex
 	pending []*saveReq // Saves waiting for a group-commit leader
 	hs      raftpb.HardState
-	snap    raftpb.SnapshotMetadata // the newest snapshot, whose file is on disk
+	snap    raftpb.SnapshotMetadata  // the newest snapshot, whose file is on disk
+	staged  map[snapKey]*snap.Staged // finished snapshot files SaveSnapshot may adopt
 	idx     index
 	cache   cache
 	closed  bool
@@ -149,7 +150,7 @@ func Open(dir string, opts Options) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: lock %s: %w", filepath.Join(dir, lockFile), err)
 	}
-	s := &Storage{opts: opts, dir: dir, lock: lock}
+	s := &Storage{opts: opts, dir: dir, lock: lock, staged: make(map[snapKey]*snap.Staged)}
 	s.cache.max = uint64(opts.CacheBytes)
 	if err := s.open(); err != nil {
 		if s.wal != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage/internal/vfs"
-	"github.com/raftkv/raftkv/storage/snap"
 )
 
 func TestFreshStorage(t *testing.T) {
@@ -219,7 +218,7 @@ func TestSnapshotFromLeaderReplacesLog(t *testing.T) {
 		last, _ := s.LastIndex()
 		term, _ := s.Term(20)
 		hs, cs, _ := s.InitialState()
-		got, err := s.Snapshot()
+		got, err := loadSnapshot(s)
 		if first != 21 || last != 22 || term != 3 || hs.Commit != 21 || !cs.Equal(sn.Metadata.ConfState) || err != nil || !reflect.DeepEqual(got, sn) {
 			t.Fatalf("first %d last %d term(20) %d hs %+v conf %+v snapshot %+v %v", first, last, term, hs, cs, got, err)
 		}
@@ -285,13 +284,7 @@ func TestSnapshotWithoutResetRecord(t *testing.T) {
 	s := mustOpen(t, memOpts(m, nil))
 	mustSave(t, s, raftpb.HardState{Term: 1, Commit: 2}, ents(1, 5, 1))
 	_ = s.Close()
-	d, err := snap.Open(filepath.Join(testDir, "snap"), snap.Options{FS: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Save(snapshotAt(20, 2, "x")); err != nil {
-		t.Fatal(err)
-	}
+	writeSnapFile(t, m, snapshotAt(20, 2, "x"))
 	for range 2 {
 		s = mustOpen(t, memOpts(m, nil))
 		if first, _ := s.FirstIndex(); first != 21 {
