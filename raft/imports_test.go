@@ -10,7 +10,7 @@ import (
 // network, the file system, the clock or threads may be imported.
 func TestPureImports(t *testing.T) {
 	forbidden := map[string]bool{"net": true, "os": true, "time": true, "sync": true}
-	for _, dir := range []string{".", "./quorum"} {
+	for _, dir := range []string{".", "./quorum", "./confchange"} {
 		pkg, err := build.ImportDir(dir, 0)
 		if err != nil {
 			t.Fatalf("read package %s: %v", dir, err)
