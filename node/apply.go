@@ -1,10 +1,10 @@
 package node
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
 )
@@ -57,11 +57,17 @@ func (n *Node) runApply(a *applier) {
 
 func (n *Node) apply(a *applier, b applyBatch) error {
 	if md := b.snap.Metadata; !b.snap.IsEmpty() && md.Index > a.applied {
-		if err := n.cfg.StateMachine.Restore(bytes.NewReader(b.snap.Data)); err != nil {
+		if err := n.restoreSnapshot(a, md); err != nil {
+			if errors.Is(err, fs.ErrNotExist) && n.snapshotReplaced(md) {
+				// A newer snapshot from the leader replaced this one
+				// before we got to it. Its batch follows this one, and
+				// it covers every entry here.
+				n.log.Info("skipped a snapshot replaced before it was installed", "index", md.Index, "term", md.Term)
+				return nil
+			}
 			return fmt.Errorf("install snapshot at %d from the leader: %w", md.Index, err)
 		}
-		a.installed(md)
-		n.log.Info("installed snapshot from the leader", "index", md.Index, "term", md.Term, "bytes", len(b.snap.Data))
+		n.log.Info("installed snapshot from the leader", "index", md.Index, "term", md.Term)
 	}
 	for i := range b.ents {
 		e := &b.ents[i]
@@ -96,6 +102,12 @@ func (n *Node) applyCommand(e *raftpb.Entry) {
 	n.pending.proposals.resolve(id, result)
 }
 
+// snapshotReplaced reports whether the stored snapshot is newer than md.
+func (n *Node) snapshotReplaced(md raftpb.SnapshotMetadata) bool {
+	cur, err := n.store.Snapshot()
+	return err == nil && cur.Metadata.Index > md.Index
+}
+
 // maybeSnapshot takes a snapshot once SnapshotEntries entries were applied
 // since the last one, stores it and compacts the log below it. This runs
 // here rather than on the loop so that writing a large snapshot does not
@@ -106,24 +118,30 @@ func (n *Node) maybeSnapshot(a *applier) {
 		return
 	}
 	a.snapIndex = a.applied
-	var buf bytes.Buffer
-	if err := n.cfg.StateMachine.Snapshot(&buf); err != nil {
-		n.log.Error("snapshot the state machine", "index", a.applied, "err", err)
+	md := raftpb.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.conf}
+	w, err := n.store.CreateSnapshot(md)
+	if err != nil {
+		n.log.Error("create a snapshot file", "index", md.Index, "err", err)
 		return
 	}
-	snap := raftpb.Snapshot{
-		Metadata: raftpb.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.conf},
-		Data:     buf.Bytes(),
+	defer w.Abort()
+	if err := writeSnapshotData(w, n.nodeSection(a), n.cfg.StateMachine.Snapshot); err != nil {
+		n.log.Error("snapshot the state machine", "index", md.Index, "err", err)
+		return
 	}
-	if err := n.store.SaveSnapshot(snap); err != nil {
+	if err := w.Stage(); err != nil {
+		n.log.Error("save snapshot", "index", md.Index, "err", err)
+		return
+	}
+	if err := n.store.SaveSnapshot(raftpb.Snapshot{Metadata: md}); err != nil {
 		if !errors.Is(err, errSnapshotOld) {
-			n.log.Error("save snapshot", "index", a.applied, "err", err)
+			n.log.Error("save snapshot", "index", md.Index, "err", err)
 		}
 		return // else a snapshot from the leader overtook this one
 	}
-	if err := n.store.Compact(a.applied); err != nil {
-		n.log.Error("compact the log", "index", a.applied, "err", err)
+	if err := n.store.Compact(md.Index); err != nil {
+		n.log.Error("compact the log", "index", md.Index, "err", err)
 		return
 	}
-	n.log.Debug("snapshot saved", "index", a.applied, "bytes", len(snap.Data))
+	n.log.Debug("snapshot saved", "index", md.Index, "bytes", w.Size())
 }

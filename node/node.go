@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -103,9 +102,11 @@ type logStore interface {
 	// Save appends ents (replacing any entries from ents[0].Index on) and
 	// records hs, durably, before it returns.
 	Save(hs raftpb.HardState, ents []raftpb.Entry) error
-	// SaveSnapshot durably records snap, keeping the log if it holds the
-	// snapshot's last entry and replacing it otherwise. A snapshot older
-	// than the stored one fails with an error wrapping errSnapshotOld.
+	snapStore
+	// SaveSnapshot durably records snap, whose file is staged, keeping
+	// the log if it holds the snapshot's last entry and replacing it
+	// otherwise. A snapshot older than the stored one fails with an error
+	// wrapping errSnapshotOld.
 	SaveSnapshot(snap raftpb.Snapshot) error
 	// Compact drops entries a saved snapshot covers, up to index, except
 	// the ones the store keeps for lagging followers.
@@ -170,6 +171,7 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 		ClusterID:  cfg.ClusterID,
 		ListenAddr: cfg.PeerAddr,
 		Peers:      peers,
+		Snapshots:  snapshotFiles{store},
 		Logger:     cfg.Logger, // it adds its own node attribute
 	}, handler{n})
 	if err != nil {
@@ -215,10 +217,9 @@ func (n *Node) restore(voters []uint64) (*applier, error) {
 		return nil, fmt.Errorf("read snapshot: %w", err)
 	}
 	if !snap.IsEmpty() {
-		if err := n.cfg.StateMachine.Restore(bytes.NewReader(snap.Data)); err != nil {
-			return nil, fmt.Errorf("restore state machine from snapshot at %d: %w", snap.Metadata.Index, err)
+		if err := n.restoreSnapshot(ap, snap.Metadata); err != nil {
+			return nil, fmt.Errorf("restore from snapshot at %d: %w", snap.Metadata.Index, err)
 		}
-		ap.installed(snap.Metadata)
 	}
 	n.applied.Store(ap.applied)
 	return ap, nil

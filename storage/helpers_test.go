@@ -92,6 +92,9 @@ func loadSnapshot(s *Storage) (raftpb.Snapshot, error) {
 	if err != nil || sn.IsEmpty() {
 		return sn, err
 	}
+	if sn.Data != nil {
+		return sn, fmt.Errorf("Snapshot() returned %d bytes of data; it must return metadata only", len(sn.Data))
+	}
 	r, err := s.OpenSnapshot(sn.Metadata.Index, sn.Metadata.Term)
 	if err != nil {
 		return sn, err

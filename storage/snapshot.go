@@ -2,10 +2,7 @@ package storage
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"slices"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -231,36 +228,14 @@ func (s *Storage) OpenSnapshot(index, term uint64) (*snap.Reader, error) {
 	return r, nil
 }
 
-// Snapshot returns the newest snapshot, its data read from its file.
-//
-// TODO(snapshots): return the metadata alone once the transport streams
-// snapshot files; until then a MsgSnap carries the data inline.
+// Snapshot returns the metadata of the newest snapshot, from memory; Data
+// is always nil (OpenSnapshot reads it). The raft core calls it on the
+// node's loop, which must never read a whole snapshot.
 func (s *Storage) Snapshot() (raftpb.Snapshot, error) {
-	for {
-		s.mu.Lock()
-		m, closed := s.snap, s.closed
-		s.mu.Unlock()
-		if closed {
-			return raftpb.Snapshot{}, ErrClosed
-		}
-		if m.Index == 0 {
-			return raftpb.Snapshot{}, nil
-		}
-		r, err := s.OpenSnapshot(m.Index, m.Term)
-		if err == nil {
-			data, rerr := io.ReadAll(r)
-			r.Close()
-			if rerr != nil {
-				return raftpb.Snapshot{}, fmt.Errorf("storage: %w", rerr)
-			}
-			return raftpb.Snapshot{Metadata: m, Data: data}, nil
-		}
-		s.mu.Lock()
-		replaced := s.snap.Index != m.Index
-		s.mu.Unlock()
-		if !errors.Is(err, fs.ErrNotExist) || !replaced {
-			return raftpb.Snapshot{}, err
-		}
-		// A newer snapshot replaced it while we read: read that one.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return raftpb.Snapshot{}, ErrClosed
 	}
+	return raftpb.Snapshot{Metadata: s.snap}, nil
 }

@@ -61,7 +61,7 @@ func TestStagedSnapshotAdopted(t *testing.T) {
 	}
 	for range 2 {
 		sn, err := s.Snapshot()
-		if err != nil || !reflect.DeepEqual(sn.Metadata, md) {
+		if err != nil || !reflect.DeepEqual(sn.Metadata, md) || sn.Data != nil {
 			t.Fatalf("Snapshot: %+v (%d bytes) %v, want %+v without data", sn.Metadata, len(sn.Data), err, md)
 		}
 		got, err := loadSnapshot(s)

@@ -65,15 +65,17 @@ func (t *Transport) serve(raw net.Conn) {
 		t.mu.Lock()
 		delete(t.conns, raw)
 		// accept may have made raw a peer's stream even if it then failed.
-		for id, c := range t.inbound {
-			if c == raw {
-				delete(t.inbound, id)
+		for _, streams := range []map[uint64]net.Conn{t.inbound, t.snapIn} {
+			for id, c := range streams {
+				if c == raw {
+					delete(streams, id)
+				}
 			}
 		}
 		t.mu.Unlock()
 		_ = raw.Close()
 	}()
-	p, conn, err := t.accept(raw)
+	p, conn, kind, err := t.accept(raw)
 	t.mu.Lock()
 	t.pending--
 	t.mu.Unlock()
@@ -83,7 +85,14 @@ func (t *Transport) serve(raw net.Conn) {
 			slog.String("remote", raw.RemoteAddr().String()), slog.Any("err", err))
 		return
 	}
-	err = t.read(p, conn)
+	if kind == kindSnapshot {
+		err = t.receiveSnapshot(p, conn)
+	} else {
+		err = t.read(p, conn)
+	}
+	if err == nil {
+		return
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		t.log.Debug("peer stream ended", slog.Uint64("peer", p.id), slog.Any("err", err))
 		return
@@ -92,27 +101,29 @@ func (t *Transport) serve(raw net.Conn) {
 }
 
 // accept runs the server side of the handshake and, if the peer is
-// admitted, makes raw its current inbound stream. A stream the peer opens
-// replaces its previous one: that one is dead or about to be.
-func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, error) {
+// admitted, makes raw its current inbound stream of the handshake's kind. A
+// stream the peer opens replaces its previous one of the same kind: that
+// one is dead or about to be, since a peer runs one of each at a time.
+func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, streamKind, error) {
+	fail := func(f *failure) (*peer, net.Conn, streamKind, error) { return nil, nil, 0, f }
 	if err := raw.SetDeadline(time.Now().Add(t.cfg.DialTimeout)); err != nil {
-		return nil, nil, &failure{"handshake", err}
+		return fail(&failure{"handshake", err})
 	}
 	conn := raw
 	if t.cfg.TLS != nil {
 		tc := tls.Server(raw, t.cfg.TLS)
 		if err := tc.Handshake(); err != nil {
-			return nil, nil, &failure{"tls handshake", err}
+			return fail(&failure{"tls handshake", err})
 		}
 		conn = tc
 	}
 	var b [handshakeSize]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
-		return nil, nil, &failure{"handshake", fmt.Errorf("read handshake: %w", err)}
+		return fail(&failure{"handshake", fmt.Errorf("read handshake: %w", err)})
 	}
 	hs, err := parseHandshake(b[:])
 	if err != nil {
-		return nil, nil, &failure{"garbage", err}
+		return fail(&failure{"garbage", err})
 	}
 	st := t.check(hs)
 	var p *peer
@@ -121,11 +132,15 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, error) {
 		// a peer that reconnects only after that answer then always finds
 		// this stream registered, and replaces it rather than being
 		// replaced by it.
+		streams := t.inbound
+		if hs.kind == kindSnapshot {
+			streams = t.snapIn
+		}
 		t.mu.Lock()
 		p = t.peers[hs.from]
-		old := t.inbound[hs.from]
+		old := streams[hs.from]
 		if p != nil {
-			t.inbound[hs.from] = raw
+			streams[hs.from] = raw
 		}
 		t.mu.Unlock()
 		if p == nil { // removed since check
@@ -135,17 +150,19 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, error) {
 		}
 	}
 	if _, err := conn.Write(appendAnswer(make([]byte, 0, answerSize), st)); err != nil {
-		return nil, nil, &failure{"handshake", fmt.Errorf("answer handshake: %w", err)}
+		return fail(&failure{"handshake", fmt.Errorf("answer handshake: %w", err)})
 	}
 	if err := st.err(); err != nil {
-		return nil, nil, &failure{err.Error(), fmt.Errorf("handshake from node %d of cluster %d to node %d: %w", hs.from, hs.clusterID, hs.to, err)}
+		return fail(&failure{err.Error(), fmt.Errorf("handshake from node %d of cluster %d to node %d: %w", hs.from, hs.clusterID, hs.to, err)})
 	}
 	if err := raw.SetDeadline(time.Time{}); err != nil {
-		return nil, nil, &failure{"handshake", err}
+		return fail(&failure{"handshake", err})
 	}
-	t.logs.reset(p.who)
-	t.log.Info("accepted peer stream", slog.Uint64("peer", p.id), slog.String("remote", raw.RemoteAddr().String()))
-	return p, conn, nil
+	if hs.kind == kindMessages {
+		t.logs.reset(p.who)
+		t.log.Info("accepted peer stream", slog.Uint64("peer", p.id), slog.String("remote", raw.RemoteAddr().String()))
+	}
+	return p, conn, hs.kind, nil
 }
 
 // check decides the answer to a handshake.
@@ -153,6 +170,8 @@ func (t *Transport) check(hs handshake) status {
 	switch {
 	case hs.version != protocolVersion:
 		return statusBadVersion
+	case hs.kind != kindMessages && (hs.kind != kindSnapshot || t.cfg.Snapshots == nil):
+		return statusBadKind
 	case hs.clusterID != t.cfg.ClusterID:
 		return statusWrongCluster
 	case hs.to != t.cfg.ID:
@@ -186,6 +205,11 @@ func (t *Transport) read(p *peer, conn net.Conn) error {
 		if err := t.checkMessage(p.id, &m); err != nil {
 			return &failure{"bad message", err}
 		}
+		if m.Type == raftpb.MsgSnap {
+			// Its data would have to be staged first, which only a
+			// snapshot stream does.
+			return &failure{"bad message", fmt.Errorf("%w: %v on a message stream; snapshots travel on streams of their own", errBadMessage, m)}
+		}
 		t.h.Deliver(m)
 		p.received.Add(1)
 	}
@@ -202,6 +226,7 @@ func (t *Transport) checkMessage(from uint64, m *raftpb.Message) error {
 		return fmt.Errorf("%w: %v claims a sender other than the stream's node %d", errBadMessage, m, from)
 	case !m.Type.Valid() || m.Type.IsLocal():
 		return fmt.Errorf("%w: %v is not a peer message", errBadMessage, m)
+
 	}
 	return nil
 }

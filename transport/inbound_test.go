@@ -36,7 +36,7 @@ func rawClient(t *testing.T, addr string, hs []byte) net.Conn {
 }
 
 func goodHandshake() handshake {
-	return handshake{version: protocolVersion, clusterID: testCluster, from: fakePeer, to: 1}
+	return handshake{version: protocolVersion, kind: kindMessages, clusterID: testCluster, from: fakePeer, to: 1}
 }
 
 // expectAnswer reads the node's answer and checks its status.
@@ -61,7 +61,7 @@ func expectClosed(t *testing.T, c net.Conn) {
 	}
 }
 
-func frame(t *testing.T, m raftpb.Message) []byte {
+func frame(t testing.TB, m raftpb.Message) []byte {
 	t.Helper()
 	b, err := appendFrame(nil, &m, 1<<20)
 	if err != nil {
@@ -96,6 +96,9 @@ func TestInboundRefusals(t *testing.T) {
 		"sender is self": {withHandshake(func(h *handshake) { h.from = 1 }), statusUnknownSender},
 		"wrong receiver": {withHandshake(func(h *handshake) { h.to = 3 }), statusWrongReceiver},
 		"newer version":  {withHandshake(func(h *handshake) { h.version++ }), statusBadVersion},
+		"unknown kind":   {withHandshake(func(h *handshake) { h.kind = 0 }), statusBadKind},
+		// This node has no Snapshots to store them in.
+		"snapshot stream": {withHandshake(func(h *handshake) { h.kind = kindSnapshot }), statusBadKind},
 	}
 	// Messages in bad frames carry term 999, which must never be delivered.
 	bad := func(edit func(*raftpb.Message)) []byte {
@@ -105,13 +108,16 @@ func TestInboundRefusals(t *testing.T) {
 	}
 	body := frame(t, heartbeat(fakePeer, 1, 999))[frameHeaderSize:]
 	broken := map[string][]byte{
-		"oversize length":   frameHeader(4<<10 + 1),
-		"huge length":       frameHeader(1<<32 - 1),
-		"empty frame":       frameHeader(0),
-		"garbage body":      append(frameHeader(5), "junk!"...),
-		"wrong addressee":   bad(func(m *raftpb.Message) { m.To = 2 }),
-		"forged sender":     bad(func(m *raftpb.Message) { m.From = 2 }),
-		"local-only type":   bad(func(m *raftpb.Message) { m.Type = raftpb.MsgUnreachable }),
+		"oversize length": frameHeader(4<<10 + 1),
+		"huge length":     frameHeader(1<<32 - 1),
+		"empty frame":     frameHeader(0),
+		"garbage body":    append(frameHeader(5), "junk!"...),
+		"wrong addressee": bad(func(m *raftpb.Message) { m.To = 2 }),
+		"forged sender":   bad(func(m *raftpb.Message) { m.From = 2 }),
+		"local-only type": bad(func(m *raftpb.Message) { m.Type = raftpb.MsgUnreachable }),
+		"inline snapshot": bad(func(m *raftpb.Message) {
+			m.Type, m.Snapshot = raftpb.MsgSnap, &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 5, Term: 1}, Data: []byte("x")}
+		}),
 		"truncated message": append(frameHeader(uint32(len(body)-2)), body[:len(body)-2]...),
 	}
 	term := uint64(0)

@@ -42,10 +42,13 @@ type peer struct {
 	redial chan struct{}       // size 1: cuts a backoff wait short after setAddr
 	cancel context.CancelFunc  // stops run; set under t.mu by startPeerLocked, nil if never started
 
-	mu   sync.Mutex // guards addr, gen and conn
+	mu   sync.Mutex // guards the fields below
 	addr string
 	gen  uint64   // bumped by setAddr, so that run can tell a deliberate cut from a failure
 	conn net.Conn // the raw connection being set up or streamed; stop and setAddr close it
+	// snapCancel ends the running snapshot transfer; nil when none runs.
+	snapCancel context.CancelFunc
+	stopped    bool // stop ran: start no more transfers
 
 	scratch []byte // batch buffer; run's goroutine only
 
@@ -153,11 +156,8 @@ func (p *peer) fail(err error) {
 func (p *peer) discardQueued() {
 	for range len(p.queue) {
 		select {
-		case m := <-p.queue:
+		case <-p.queue:
 			p.dropped.Add(1)
-			if m.Type == raftpb.MsgSnap {
-				p.t.rep.reportSnapshot(p.id, false)
-			}
 		default:
 			return
 		}
@@ -179,7 +179,7 @@ func (p *peer) connect(ctx context.Context) (raw, conn net.Conn, gen uint64, err
 		_ = raw.Close()
 		return nil, nil, gen, ctx.Err()
 	}
-	conn, err = p.handshake(raw, addr)
+	conn, err = p.handshake(raw, addr, kindMessages)
 	if err != nil {
 		p.release(raw)
 		return nil, nil, gen, err
@@ -187,7 +187,8 @@ func (p *peer) connect(ctx context.Context) (raw, conn net.Conn, gen uint64, err
 	return raw, conn, gen, nil
 }
 
-func (p *peer) handshake(raw net.Conn, addr string) (net.Conn, error) {
+// handshake runs the dialer's side of the handshake for a stream of kind.
+func (p *peer) handshake(raw net.Conn, addr string, kind streamKind) (net.Conn, error) {
 	cfg := &p.t.cfg
 	if err := raw.SetDeadline(time.Now().Add(cfg.DialTimeout)); err != nil {
 		return nil, &failure{"handshake", err}
@@ -200,7 +201,7 @@ func (p *peer) handshake(raw net.Conn, addr string) (net.Conn, error) {
 		}
 		conn = tc
 	}
-	hs := handshake{version: protocolVersion, clusterID: cfg.ClusterID, from: cfg.ID, to: p.id}
+	hs := handshake{version: protocolVersion, kind: kind, clusterID: cfg.ClusterID, from: cfg.ID, to: p.id}
 	if _, err := conn.Write(hs.appendTo(make([]byte, 0, handshakeSize))); err != nil {
 		return nil, &failure{"handshake", fmt.Errorf("send handshake: %w", err)}
 	}
@@ -273,7 +274,7 @@ func (p *peer) stream(ctx context.Context, raw, conn net.Conn) error {
 // writeBatch writes m and whatever else is queued, up to maxBatchBytes, in
 // one write.
 func (p *peer) writeBatch(w io.Writer, m raftpb.Message) error {
-	b, n, snaps := p.scratch[:0], 0, 0
+	b, n := p.scratch[:0], 0
 	for {
 		if buf, err := appendFrame(b, &m, p.t.cfg.MaxFrameSize); err != nil {
 			p.t.logs.warn(p.who, "message too large", "dropping a message too large to send",
@@ -283,9 +284,6 @@ func (p *peer) writeBatch(w io.Writer, m raftpb.Message) error {
 		} else {
 			b = buf
 			n++
-			if m.Type == raftpb.MsgSnap {
-				snaps++
-			}
 		}
 		if len(b) >= maxBatchBytes {
 			break
@@ -307,15 +305,9 @@ func (p *peer) writeBatch(w io.Writer, m raftpb.Message) error {
 	}
 	if err != nil {
 		p.dropped.Add(uint64(n))
-		if snaps > 0 {
-			p.t.rep.reportSnapshot(p.id, false)
-		}
 		return err
 	}
 	p.sent.Add(uint64(n))
-	if snaps > 0 {
-		p.t.rep.reportSnapshot(p.id, true)
-	}
 	return nil
 }
 
@@ -380,6 +372,7 @@ func (p *peer) setAddr(addr string) {
 	p.addr = addr
 	p.gen++
 	c := p.conn
+	p.cancelSnapshotLocked() // the core will send it again, to the new address
 	p.mu.Unlock()
 	p.t.log.Info("peer address changed", slog.Uint64("peer", p.id), slog.String("addr", addr))
 	if c != nil {
@@ -391,14 +384,16 @@ func (p *peer) setAddr(addr string) {
 	}
 }
 
-// stop makes run return and closes its connection; the caller waits for
-// run through the transport's WaitGroup.
+// stop makes run and a snapshot transfer return and closes their
+// connections; the caller waits for them through the transport's WaitGroup.
 func (p *peer) stop() {
 	if p.cancel != nil {
 		p.cancel()
 	}
 	p.mu.Lock()
 	c := p.conn
+	p.stopped = true
+	p.cancelSnapshotLocked()
 	p.mu.Unlock()
 	if c != nil {
 		_ = c.Close()

@@ -17,12 +17,15 @@ import (
 
 // Defaults for zero Config fields.
 const (
-	// DefaultMaxFrameSize leaves room for snapshots, which travel inline in
-	// a single MsgSnap.
+	// DefaultMaxFrameSize leaves room for an append of the largest
+	// entries a node accepts. Snapshots do not travel in frames.
 	DefaultMaxFrameSize = 64 << 20
-	DefaultQueueSize    = 1024
-	DefaultDialTimeout  = 2 * time.Second
-	DefaultWriteTimeout = 5 * time.Second
+	// DefaultMaxSnapshotBytes is generous: a snapshot is the whole state
+	// of a node, and refusing one leaves a follower behind for good.
+	DefaultMaxSnapshotBytes = 1 << 40
+	DefaultQueueSize        = 1024
+	DefaultDialTimeout      = 2 * time.Second
+	DefaultWriteTimeout     = 5 * time.Second
 
 	minFrameSize = 1 << 10
 	maxFrameSize = 1 << 30
@@ -52,8 +55,18 @@ type Config struct {
 	DialTimeout time.Duration
 	// WriteTimeout is how long a write may make no progress before the
 	// stream is considered dead. It bounds progress, not a whole write, so
-	// a large snapshot on a slow link still gets through.
+	// a large batch or snapshot on a slow link still gets through.
 	WriteTimeout time.Duration
+	// Snapshots is the node's store of snapshot files. A MsgSnap is sent by
+	// streaming its snapshot's file (Snapshots.Open) on a connection of
+	// its own, and a snapshot received is written through
+	// Snapshots.Receive before its MsgSnap is delivered. Without it, MsgSnap
+	// messages are dropped (and reported failed) and snapshot streams are
+	// refused.
+	Snapshots Snapshots
+	// MaxSnapshotBytes bounds the data of a snapshot this node accepts
+	// from a peer (default DefaultMaxSnapshotBytes).
+	MaxSnapshotBytes int64
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
 	// TLS, when set, is used to both accept and dial: it needs certificates
@@ -79,6 +92,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("transport: DialTimeout %v is negative", c.DialTimeout)
 	case c.WriteTimeout < 0:
 		return fmt.Errorf("transport: WriteTimeout %v is negative", c.WriteTimeout)
+	case c.MaxSnapshotBytes < 0:
+		return fmt.Errorf("transport: MaxSnapshotBytes %d is negative", c.MaxSnapshotBytes)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil:
 		return errors.New("transport: TLS has no certificate to accept peer connections with")
 	}
@@ -127,6 +142,9 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	if c.MaxSnapshotBytes == 0 {
+		c.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -145,9 +163,10 @@ type Handler interface {
 	// ReportUnreachable says that messages to id were dropped or that id
 	// could not be reached. Reports for one peer may be coalesced.
 	ReportUnreachable(id uint64)
-	// ReportSnapshot says whether a MsgSnap to id was written to its stream
-	// (ok) or dropped. Written does not mean installed: the peer's answer
-	// says that.
+	// ReportSnapshot says whether a MsgSnap to id arrived (ok): the peer
+	// verified and stored its snapshot and handed the MsgSnap to its node.
+	// Installed it is once the peer's core answers. Not ok means it was
+	// dropped or the transfer failed.
 	ReportSnapshot(id uint64, ok bool)
 }
 
@@ -163,13 +182,14 @@ type PeerStats struct {
 // Transport sends and receives raft messages. All its methods are safe for
 // concurrent use.
 type Transport struct {
-	cfg  Config
-	h    Handler
-	log  *slog.Logger
-	logs logOnce
-	rep  *reporter
-	done chan struct{} // closed by Close: stops the accept loop and reporter
-	wg   sync.WaitGroup
+	cfg   Config
+	h     Handler
+	log   *slog.Logger
+	logs  logOnce
+	rep   *reporter
+	snaps snapCounters
+	done  chan struct{} // closed by Close: stops the accept loop and reporter
+	wg    sync.WaitGroup
 
 	mu      sync.RWMutex // guards the fields below; never held during I/O
 	started bool
@@ -177,7 +197,8 @@ type Transport struct {
 	ln      net.Listener
 	peers   map[uint64]*peer
 	conns   map[net.Conn]struct{} // accepted connections not yet closed, so Close can cut them
-	inbound map[uint64]net.Conn   // the current admitted connection from each peer
+	inbound map[uint64]net.Conn   // the current admitted message stream from each peer
+	snapIn  map[uint64]net.Conn   // the current snapshot stream from each peer
 	pending int                   // accepted connections still in the handshake
 }
 
@@ -207,6 +228,7 @@ func New(cfg Config, h Handler) (*Transport, error) {
 		peers:   make(map[uint64]*peer),
 		conns:   make(map[net.Conn]struct{}),
 		inbound: make(map[uint64]net.Conn),
+		snapIn:  make(map[uint64]net.Conn),
 	}
 	for id, addr := range cfg.Peers {
 		if id != cfg.ID {
@@ -276,9 +298,11 @@ func (t *Transport) Addr() net.Addr {
 
 // Send queues msgs for their peers and returns at once. A message for an
 // unknown peer, or one that finds its peer's queue full, is dropped and the
-// peer reported unreachable (and a dropped MsgSnap reported failed). The
-// transport owns the messages from now on: the caller must not modify them
-// or the slices they point to.
+// peer reported unreachable. A MsgSnap starts a snapshot transfer instead
+// (its Data is ignored: the file comes from Config.Snapshots), unless one to
+// that peer is running; it is reported when it ends. The transport owns the
+// messages from now on: the caller must not modify them or the slices they
+// point to.
 func (t *Transport) Send(msgs []raftpb.Message) {
 	var refused []*raftpb.Message // rare; logged once the lock is released
 	t.mu.RLock()
@@ -290,11 +314,14 @@ func (t *Transport) Send(msgs []raftpb.Message) {
 		m := &msgs[i]
 		p := t.peers[m.To]
 		switch {
-		case m.To == t.cfg.ID || m.To == raftpb.None || !m.Type.Valid() || m.Type.IsLocal():
+		case m.To == t.cfg.ID || m.To == raftpb.None || !m.Type.Valid() || m.Type.IsLocal() ||
+			(m.Type == raftpb.MsgSnap && m.Snapshot == nil):
 			refused = append(refused, m)
-		case p == nil:
+		case p == nil || (m.Type == raftpb.MsgSnap && t.cfg.Snapshots == nil):
 			refused = append(refused, m)
 			t.dropped(m.To, m)
+		case m.Type == raftpb.MsgSnap:
+			p.sendSnapshot(*m)
 		default:
 			select {
 			case p.queue <- *m:
@@ -360,22 +387,25 @@ func (t *Transport) UpdatePeer(id uint64, addr string) {
 	}
 }
 
-// RemovePeer forgets a peer: its writer stops, its inbound stream is
-// closed, queued messages are discarded, and further handshakes from it are
-// refused. It does not wait for the writer to finish; Close does.
+// RemovePeer forgets a peer: its writer and any snapshot transfer stop, its
+// inbound streams are closed, queued messages are discarded, and further
+// handshakes from it are refused. It does not wait for the writer to finish; Close does.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.peers[id]
 	delete(t.peers, id)
-	in := t.inbound[id]
+	in, sn := t.inbound[id], t.snapIn[id]
 	delete(t.inbound, id)
+	delete(t.snapIn, id)
 	t.mu.Unlock()
 	if p != nil {
 		p.stop()
 		t.log.Info("peer removed", slog.Uint64("peer", id))
 	}
-	if in != nil {
-		_ = in.Close()
+	for _, c := range []net.Conn{in, sn} {
+		if c != nil {
+			_ = c.Close()
+		}
 	}
 }
 

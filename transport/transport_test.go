@@ -110,17 +110,11 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 	for i := range msgs {
 		msgs[i] = heartbeat(1, 2, uint64(i+1))
 	}
-	msgs[sent-1].Type = raftpb.MsgSnap
-	msgs[sent-1].Snapshot = &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 5, Term: 1}}
 	a.Send(msgs)
 	if got, want := a.Stats()[2].Dropped, uint64(sent-4); got != want {
 		t.Errorf("dropped: got %d, want %d", got, want)
 	}
 	eventually(t, "peer 2 reported unreachable", func() bool { return a.rec.unreachableCount(2) > 0 })
-	eventually(t, "the dropped snapshot reported", func() bool {
-		r := a.rec.snapshotReports(2)
-		return len(r) == 1 && !r[0]
-	})
 	// The stuck peer holds up nobody else.
 	sendUntilDelivered(t, a, c, heartbeat(1, 3, 1))
 }
@@ -188,32 +182,21 @@ func TestSlowPeerTimesOutWithoutBlockingOthers(t *testing.T) {
 	sendUntilDelivered(t, a, c, heartbeat(1, 3, 1))
 }
 
-func TestSnapshotReportedAndOversizeDropped(t *testing.T) {
+func TestOversizeDropped(t *testing.T) {
 	checkNoLeaks(t)
 	a := startNode(t, 1, func(c *Config) { c.MaxFrameSize = 64 << 10 })
 	b := startNode(t, 2, nil)
 	connect(a, b)
-	snap := raftpb.Message{Type: raftpb.MsgSnap, From: 1, To: 2, Term: 1, Snapshot: &raftpb.Snapshot{
-		Metadata: raftpb.SnapshotMetadata{Index: 10, Term: 1, ConfState: raftpb.ConfState{Voters: []uint64{1, 2}}},
-		Data:     make([]byte, 1000),
-	}}
-	sendUntilDelivered(t, a, b, snap)
-	eventually(t, "snapshot success reported", func() bool {
-		r := a.rec.snapshotReports(2)
-		return len(r) > 0 && r[len(r)-1]
-	})
-
-	tooBig := snap
-	tooBig.Term = 2
-	tooBig.Snapshot = &raftpb.Snapshot{Metadata: snap.Snapshot.Metadata, Data: make([]byte, 65<<10)}
+	sendUntilDelivered(t, a, b, heartbeat(1, 2, 1))
+	tooBig := raftpb.Message{Type: raftpb.MsgApp, From: 1, To: 2, Term: 2, Entries: []raftpb.Entry{{Data: make([]byte, 65<<10)}}}
 	before := a.Stats()[2].Dropped
 	a.Send([]raftpb.Message{tooBig})
-	eventually(t, "oversize snapshot reported failed", func() bool {
-		r := a.rec.snapshotReports(2)
-		return !r[len(r)-1] && a.Stats()[2].Dropped == before+1
-	})
+	eventually(t, "the oversize message dropped", func() bool { return a.Stats()[2].Dropped == before+1 })
 	// The stream survives the refusal.
 	sendUntilDelivered(t, a, b, heartbeat(1, 2, 3))
+	if b.rec.has(1, raftpb.MsgApp, 2) {
+		t.Fatal("the oversize message was delivered")
+	}
 }
 
 func TestRemoveAndUpdatePeer(t *testing.T) {

@@ -15,9 +15,11 @@ const (
 	// speaking another version.
 	magic = "RKVT"
 	// protocolVersion is the only handshake and framing version spoken.
-	protocolVersion byte = 1
+	// Version 2 added the stream kind, when snapshots moved to streams of
+	// their own.
+	protocolVersion byte = 2
 
-	handshakeSize   = len(magic) + 1 + 3*8
+	handshakeSize   = len(magic) + 2 + 3*8
 	answerSize      = len(magic) + 2
 	frameHeaderSize = 4
 
@@ -38,21 +40,34 @@ var (
 	errWrongReceiver = errors.New("stream meant for another node id")
 	errUnknownSender = errors.New("sender is not a known peer")
 	errBadStatus     = errors.New("unknown handshake status")
+	errBadKind       = errors.New("unsupported stream kind")
 	errFrameTooLarge = errors.New("frame exceeds the size limit")
 	errEmptyFrame    = errors.New("empty frame")
 	errBadMessage    = errors.New("message not acceptable on this stream")
 )
 
-// handshake is what a dialer says before its first frame.
+// streamKind says what a stream carries.
+type streamKind byte
+
+const (
+	// kindMessages: frames of raft messages, for as long as the stream
+	// lives.
+	kindMessages streamKind = iota + 1
+	// kindSnapshot: one snapshot (see snapshot.go), then an answer.
+	kindSnapshot
+)
+
+// handshake is what a dialer says before anything else.
 type handshake struct {
 	version   byte
+	kind      streamKind
 	clusterID uint64
 	from, to  uint64
 }
 
 func (h handshake) appendTo(b []byte) []byte {
 	b = append(b, magic...)
-	b = append(b, h.version)
+	b = append(b, h.version, byte(h.kind))
 	b = binary.BigEndian.AppendUint64(b, h.clusterID)
 	b = binary.BigEndian.AppendUint64(b, h.from)
 	return binary.BigEndian.AppendUint64(b, h.to)
@@ -71,9 +86,10 @@ func parseHandshake(b []byte) (handshake, error) {
 	b = b[len(magic):]
 	return handshake{
 		version:   b[0],
-		clusterID: binary.BigEndian.Uint64(b[1:]),
-		from:      binary.BigEndian.Uint64(b[9:]),
-		to:        binary.BigEndian.Uint64(b[17:]),
+		kind:      streamKind(b[1]),
+		clusterID: binary.BigEndian.Uint64(b[2:]),
+		from:      binary.BigEndian.Uint64(b[10:]),
+		to:        binary.BigEndian.Uint64(b[18:]),
 	}, nil
 }
 
@@ -86,6 +102,7 @@ const (
 	statusWrongCluster
 	statusWrongReceiver
 	statusUnknownSender
+	statusBadKind
 	statusEnd // sentinel; keep last
 )
 
@@ -94,6 +111,7 @@ var statusErrs = [...]error{
 	statusWrongCluster:  errWrongCluster,
 	statusWrongReceiver: errWrongReceiver,
 	statusUnknownSender: errUnknownSender,
+	statusBadKind:       errBadKind,
 }
 
 // err is nil for statusOK and otherwise the reason the stream was refused.

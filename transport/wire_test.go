@@ -15,7 +15,7 @@ import (
 )
 
 func TestHandshakeRoundTrip(t *testing.T) {
-	h := handshake{version: protocolVersion, clusterID: 1<<63 + 5, from: 3, to: 1 << 40}
+	h := handshake{version: protocolVersion, kind: kindSnapshot, clusterID: 1<<63 + 5, from: 3, to: 1 << 40}
 	b := h.appendTo(nil)
 	if len(b) != handshakeSize {
 		t.Fatalf("encoded %d bytes, want %d", len(b), handshakeSize)
@@ -27,7 +27,7 @@ func TestHandshakeRoundTrip(t *testing.T) {
 }
 
 func TestParseHandshakeRejects(t *testing.T) {
-	good := handshake{version: protocolVersion, clusterID: 1, from: 2, to: 3}.appendTo(nil)
+	good := handshake{version: protocolVersion, kind: kindMessages, clusterID: 1, from: 2, to: 3}.appendTo(nil)
 	for name, b := range map[string][]byte{
 		"empty":     nil,
 		"short":     good[:handshakeSize-1],
@@ -238,7 +238,7 @@ func FuzzFrameReader(f *testing.F) {
 // FuzzParseHandshake checks that the handshake and answer decoders never
 // panic and accept only what re-encodes to the same bytes.
 func FuzzParseHandshake(f *testing.F) {
-	f.Add(handshake{version: protocolVersion, clusterID: 7, from: 1, to: 2}.appendTo(nil))
+	f.Add(handshake{version: protocolVersion, kind: kindMessages, clusterID: 7, from: 1, to: 2}.appendTo(nil))
 	f.Add(appendAnswer(nil, statusWrongCluster))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n...."))
 	f.Fuzz(func(t *testing.T, in []byte) {

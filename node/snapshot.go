@@ -1,0 +1,146 @@
+package node
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/storage"
+	"github.com/raftkv/raftkv/storage/snap"
+	"github.com/raftkv/raftkv/transport"
+)
+
+// A snapshot's data, as the node writes it and reads it back, is the node's
+// own section followed by the state machine's image:
+//
+//	uvarint n | n bytes: the node section | the StateMachine's image, to the end
+//
+// The node section holds what the node itself needs to resume from the
+// snapshot, beside the state machine; nodeSection and restoreNodeSection
+// write and read it. Snapshot data is streamed from and to its file, never
+// held whole in memory.
+
+// maxNodeSection bounds the node section a snapshot may announce, so that a
+// damaged length cannot make a restore allocate without bound.
+const maxNodeSection = 16 << 20
+
+// snapStore is the part of the storage that holds snapshot files.
+type snapStore interface {
+	// CreateSnapshot starts streaming a snapshot's data to a new file,
+	// which SaveSnapshot adopts once it is staged.
+	CreateSnapshot(m raftpb.SnapshotMetadata) (*storage.SnapshotWriter, error)
+	// OpenSnapshot opens a snapshot's data for reading, verifying it as
+	// it is read.
+	OpenSnapshot(index, term uint64) (*snap.Reader, error)
+}
+
+// nodeSection returns the node's section of a snapshot of the state the
+// apply goroutine has applied (a). It runs on the apply goroutine. Nothing
+// goes in it yet; the membership directory will.
+func (n *Node) nodeSection(*applier) []byte { return nil }
+
+// restoreNodeSection takes the node section of a snapshot being installed,
+// before the state machine's image is restored. It runs on the apply
+// goroutine, or in start before that goroutine runs.
+func (n *Node) restoreNodeSection(*applier, []byte) error { return nil }
+
+// writeSnapshotData writes a snapshot's data to w: the node section, then
+// the state machine's image as img writes it.
+func writeSnapshotData(w io.Writer, section []byte, img func(io.Writer) error) error {
+	head := binary.AppendUvarint(nil, uint64(len(section)))
+	if _, err := w.Write(append(head, section...)); err != nil {
+		return err
+	}
+	return img(w)
+}
+
+// restoreSnapshot replaces the state machine's state (and the node's own,
+// through its section) with the snapshot md, streamed from its file.
+func (n *Node) restoreSnapshot(a *applier, md raftpb.SnapshotMetadata) error {
+	r, err := n.store.OpenSnapshot(md.Index, md.Term)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	size, err := binary.ReadUvarint(br)
+	if err != nil {
+		return fmt.Errorf("read the node section's length: %w", noEOF(err))
+	}
+	if size > maxNodeSection {
+		return fmt.Errorf("node section of %d bytes exceeds the %d byte limit", size, maxNodeSection)
+	}
+	section := make([]byte, size)
+	if _, err := io.ReadFull(br, section); err != nil {
+		return fmt.Errorf("read the node section: %w", noEOF(err))
+	}
+	if err := n.restoreNodeSection(a, section); err != nil {
+		return fmt.Errorf("restore the node section: %w", err)
+	}
+	if err := n.cfg.StateMachine.Restore(br); err != nil {
+		return fmt.Errorf("restore the state machine: %w", err)
+	}
+	// The file's checksum of the whole is checked at its end: read to it,
+	// whether or not the state machine did.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return fmt.Errorf("read the snapshot to its end: %w", err)
+	}
+	a.installed(md)
+	return nil
+}
+
+// noEOF makes running out of data early an error of its own.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// snapshotFiles gives the transport the node's snapshot files: the ones it
+// sends, and a place for the ones it receives. A received snapshot is
+// staged, and adopted by the storage when the core's Ready carries it.
+type snapshotFiles struct{ store snapStore }
+
+var _ transport.Snapshots = snapshotFiles{}
+
+func (s snapshotFiles) Open(index, term uint64) (io.ReadCloser, int64, error) {
+	r, err := s.store.OpenSnapshot(index, term)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, r.Size(), nil
+}
+
+func (s snapshotFiles) Receive(m raftpb.SnapshotMetadata, size int64) (transport.SnapshotSink, error) {
+	w, err := s.store.CreateSnapshot(m)
+	if err != nil {
+		return nil, err
+	}
+	return &snapshotSink{w: w, size: size}, nil
+}
+
+// snapshotSink stages a snapshot arriving from a peer.
+type snapshotSink struct {
+	w    *storage.SnapshotWriter
+	size int64
+}
+
+func (s *snapshotSink) Write(p []byte) (int, error) {
+	if s.w.Size()+int64(len(p)) > s.size {
+		return 0, errors.New("more snapshot data than announced")
+	}
+	return s.w.Write(p)
+}
+
+func (s *snapshotSink) Commit() error {
+	if s.w.Size() != s.size {
+		return fmt.Errorf("snapshot data is %d bytes, %d announced", s.w.Size(), s.size)
+	}
+	return s.w.Stage()
+}
+
+func (s *snapshotSink) Abort() { s.w.Abort() }
