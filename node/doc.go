@@ -8,7 +8,8 @@
 //     Config.LeaseReads, once for every tick due by the monotonic clock,
 //     so that ticks missed while busy still count), steps it with
 //     messages from the transport, proposals and read requests, and handles
-//     each raft.Ready in the order the Ready contract demands: a leader's
+//     each raft.Ready through package readydrive, which keeps the order the
+//     Ready contract demands and which the simulator runs too: a leader's
 //     appends go to the network first (they do not depend on the local disk,
 //     Raft thesis §10.2.1), then the hard state and entries are written and
 //     fsynced, and only then do the messages that promise something about the

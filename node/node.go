@@ -15,6 +15,7 @@ import (
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/raft/readydrive"
 	"github.com/raftkv/raftkv/transport"
 )
 
@@ -24,7 +25,8 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	core  *raft.Core // owned by the loop goroutine
+	core  *raft.Core         // owned by the loop goroutine
+	drive *readydrive.Driver // carries out core's Readies; owned by the loop goroutine
 	store logStore
 	trans *transport.Transport
 	// clock, with LeaseReads, turns the monotonic clock into the core's
@@ -163,6 +165,7 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 	if n.core, err = raft.New(rc); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	n.drive = readydrive.New(n.core, readyRuntime{n})
 	if cfg.LeaseReads {
 		n.clock = &tickClock{interval: cfg.TickInterval, max: cfg.ElectionTicks}
 	}
@@ -365,14 +368,49 @@ func (n *Node) step(ev event) {
 
 var errCancelled = errors.New("cancelled before it reached raft")
 
-// handleReady does what one Ready asks, in the order its contract demands.
+// handleReady carries out one Ready through the driver, which keeps the
+// order the Ready contract demands (readydrive's package comment says why);
+// readyRuntime is what the node does at each step.
 func (n *Node) handleReady() error {
-	rd := n.core.Ready()
+	if _, ok := n.drive.Start(false); !ok {
+		return nil
+	}
 	n.stats.readies.Add(1)
-	n.stats.messagesSent.Add(uint64(len(rd.Messages) + len(rd.MessagesAfterPersist)))
-	// A leader's appends and heartbeats do not depend on its own disk: send
-	// them while the disk write below runs (thesis §10.2.1).
-	n.trans.Send(rd.Messages)
+	err := n.drive.RunUntil(readydrive.Advance)
+	if err == nil {
+		// Advance may commit a new leader's first entry and so serve reads
+		// that waited for it: after the disk write, time has passed.
+		n.catchUpTicks()
+		err = n.drive.Step()
+	}
+	if errors.Is(err, errStopping) {
+		return nil // Advance no longer matters
+	}
+	return err
+}
+
+// readyRuntime is the node's side of the Ready driver. Its methods run on
+// the loop goroutine.
+type readyRuntime struct{ n *Node }
+
+var _ readydrive.Runtime = readyRuntime{}
+
+// errStopping: the node stopped while a Ready was being handed to the apply
+// goroutine.
+var errStopping = errors.New("stopping")
+
+// Send hands messages to the transport, which queues them per peer. A
+// leader's appends and heartbeats go out this way while the disk write
+// runs (thesis §10.2.1).
+func (r readyRuntime) Send(msgs []raftpb.Message) {
+	r.n.stats.messagesSent.Add(uint64(len(msgs)))
+	r.n.trans.Send(msgs)
+}
+
+// Persist writes a snapshot from the leader, then the hard state and
+// entries.
+func (r readyRuntime) Persist(rd *raft.Ready) error {
+	n := r.n
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.store.SaveSnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("persist snapshot at %d from the leader: %w", rd.Snapshot.Metadata.Index, err)
@@ -387,20 +425,22 @@ func (n *Node) handleReady() error {
 			return fmt.Errorf("persist hard state and %d entries: %w", len(rd.Entries), err)
 		}
 	}
-	// Votes and append responses promise what is now on disk.
-	n.trans.Send(rd.MessagesAfterPersist)
+	return nil
+}
+
+// Apply answers the waiting reads (each waits on its own for its index to
+// be applied) and hands the snapshot and committed entries to the apply
+// goroutine.
+func (r readyRuntime) Apply(rd *raft.Ready) error {
+	n := r.n
 	for _, rs := range rd.ReadStates {
 		n.pending.resolveRead(rs.Context, rs.Index)
 	}
 	if !rd.Snapshot.IsEmpty() || len(rd.CommittedEntries) > 0 {
 		if !send(n.applyc, applyBatch{snap: rd.Snapshot, ents: rd.CommittedEntries}, nil, n.stopc) {
-			return nil // stopping; Advance no longer matters
+			return errStopping
 		}
 	}
-	// Advance may commit a new leader's first entry and so serve reads
-	// that waited for it: after the disk write above, time has passed.
-	n.catchUpTicks()
-	n.core.Advance(rd)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/raft/readydrive"
 )
 
 // TickInterval is the simulated time between two ticks of a node's clock.
@@ -115,30 +115,6 @@ func Run(seed uint64, opts Options) Result {
 		res.Failure = &Failure{Violation: v, Step: c.step, Tick: float64(c.now) / TickInterval, Trace: c.trace.String(), State: c.describe()}
 	}
 	return res
-}
-
-// node is one simulated server: a core, the disk it persists to and the
-// state machine it applies to.
-type node struct {
-	id   uint64
-	core *raft.Core // nil while crashed
-	// disk is what the node has persisted; it is all that survives a crash.
-	disk    *raft.MemoryStorage
-	sm      StateMachine
-	applied uint64 // last index sm has applied
-	// inc counts incarnations: a crash bumps it so that events meant for
-	// the previous one (ticks, a pending Ready) are dropped.
-	inc    uint64
-	period int64 // this node's clock: time units per tick
-	// readyQueued: a Ready event is scheduled; crashArmed: the next Ready
-	// will be interrupted by a crash.
-	readyQueued, crashArmed bool
-	pausedUntil             int64 // the node is frozen until then
-	// work is the Ready being carried out: until its Advance the core
-	// takes inputs but no other Ready is taken.
-	work *readyWork
-	role raft.Role // last observed, for the trace
-	term uint64
 }
 
 // cluster is the simulated world: nodes, network, clock and scheduler.
@@ -341,10 +317,9 @@ func (c *cluster) dispatch(ev *event) bool {
 		c.stepCore(n, ev.msg)
 	case evReady:
 		c.takeReady(n)
-	case evPersist:
-		c.persistReady(n)
-	case evApply:
-		c.applyReady(n)
+	case evPersist, evApply:
+		c.note(n.id, "ready (async): %s...", n.drive.Next())
+		c.driveReady(n)
 	case evPropose:
 		c.propose(nil, false)
 		c.schedule(event{at: c.now + 1 + c.rng.Int64N(2*c.opts.Mix.ProposeEvery), kind: evPropose})
@@ -377,290 +352,6 @@ func (c *cluster) line(l traceLine) {
 
 func (c *cluster) note(id uint64, format string, args ...any) {
 	c.line(traceLine{kind: lineNote, node: id, note: fmt.Sprintf(format, args...)})
-}
-
-// ---- nodes ----
-
-// start boots a node from its disk: at the beginning, or after a crash.
-func (c *cluster) start(n *node) {
-	restart := n.inc > 0
-	if restart {
-		// A state machine either persists itself (and survives with
-		// what it applied) or is rebuilt from the latest snapshot.
-		if c.rng.IntN(2) == 0 {
-			n.sm, n.applied = c.opts.NewStateMachine(), 0
-		}
-		snap, _ := n.disk.Snapshot()
-		if snap.Metadata.Index > n.applied {
-			if err := n.sm.Restore(snap.Data); err != nil {
-				c.check.failf(RuleDurability, "node %d cannot restore its snapshot at %d: %v", n.id, snap.Metadata.Index, err)
-				return
-			}
-			n.applied = snap.Metadata.Index
-		}
-	}
-	cfg := c.opts.Raft
-	cfg.ID, cfg.Voters, cfg.Applied = n.id, c.ids, n.applied
-	cfg.Storage = &busyDisk{MemoryStorage: n.disk, c: c}
-	cfg.Rand = rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
-	core, err := raft.New(cfg)
-	if err != nil {
-		c.check.failf(RuleContract, "node %d cannot start from its disk: %v", n.id, err)
-		return
-	}
-	n.core = core
-	st := core.Status()
-	if restart {
-		hs, _, _ := n.disk.InitialState()
-		c.note(n.id, "RESTART with term %d vote %d commit %d, state machine at %d", hs.Term, hs.Vote, hs.Commit, n.applied)
-		c.check.restarted(n.id, n.applied, st)
-	} else {
-		c.check.observe(n.id, st)
-	}
-	n.role, n.term = st.Role, st.Term
-	c.schedule(event{at: c.now + 1 + c.rng.Int64N(n.period), kind: evTick, node: n.id, inc: n.inc})
-	c.touched(n)
-}
-
-// crash stops a node: everything not on its disk is gone.
-func (c *cluster) crash(n *node, when string) {
-	n.core = nil
-	n.inc++
-	n.readyQueued, n.crashArmed, n.work, n.pausedUntil = false, false, nil, 0
-	c.stats.Crashes++
-	c.note(n.id, "CRASH %s", when)
-	if !c.healed {
-		down := 1 + c.rng.Int64N(int64(max(c.opts.Mix.MaxDownTicks, 1)))
-		c.schedule(event{at: c.now + down*TickInterval, kind: evRestart, node: n.id, inc: n.inc})
-	}
-}
-
-// touched runs after anything reached a node's core: check it, and let
-// its runtime pick up the work it produced.
-func (c *cluster) touched(n *node) {
-	st := n.core.Status()
-	c.check.observe(n.id, st)
-	if st.Role != n.role || st.Term != n.term {
-		c.note(n.id, "%v t%d -> %v t%d (lead %d, vote %d)", n.role, n.term, st.Role, st.Term, st.Lead, st.Vote)
-		n.role, n.term = st.Role, st.Term
-	}
-	if n.work == nil && !n.readyQueued && n.core.HasReady() {
-		n.readyQueued = true
-		// Disk latency: more work may pile up before the runtime gets to it.
-		c.schedule(event{at: c.now + c.rng.Int64N(10), kind: evReady, node: n.id, inc: n.inc})
-	}
-}
-
-// stepCore hands a message to a live node's core.
-func (c *cluster) stepCore(n *node, m raftpb.Message) {
-	err := n.core.Step(m)
-	note := ""
-	if err != nil {
-		note = err.Error()
-		// Every message here comes from a correct core (or the runtime's
-		// own reports); the core rejects only malformed ones.
-		if !errors.Is(err, raft.ErrProposalDropped) {
-			c.check.failf(RuleContract, "node %d: Step(%v) rejected a message a correct peer sent: %v", n.id, m, err)
-		}
-	}
-	c.line(traceLine{kind: lineDeliver, node: n.id, msg: m, note: note})
-	if m.Type == raftpb.MsgSnap {
-		// The snapshot stream finished: the transport tells the sender.
-		c.reportSnapshot(m, false)
-	}
-	c.touched(n)
-}
-
-// ---- Ready ----
-
-// crashPoint is where in the handling of a Ready a crash strikes.
-type crashPoint uint8
-
-const (
-	noCrash            crashPoint = iota
-	crashBeforePersist            // Messages may be out; nothing is durable
-	crashAfterPersist             // durable, but MessagesAfterPersist never left
-	crashBeforeApply              // everything sent, nothing applied
-	crashBeforeAdvance            // applied, but the core never heard of it
-)
-
-func (p crashPoint) String() string {
-	return [...]string{"", "before persisting", "after persisting, before sending", "before applying", "before Advance"}[p]
-}
-
-// readyWork is a Ready the runtime is carrying out.
-type readyWork struct {
-	rd       raft.Ready
-	sendLate bool       // Messages wait until the persist step
-	sync     bool       // all steps in one event; otherwise inputs may come in between
-	crash    crashPoint // where a crash will interrupt this Ready, if anywhere
-}
-
-// takeReady starts the runtime's handling of a Ready, exactly as raft.Ready
-// documents it: send Messages (now, or with the persist step), persist,
-// send MessagesAfterPersist, apply, Advance. A synchronous runtime does it
-// all at once; an asynchronous one lets the core take inputs between the
-// steps, which its contract allows, and which is when a crash may leave a
-// Ready half done.
-func (c *cluster) takeReady(n *node) {
-	n.readyQueued = false
-	if n.work != nil || !n.core.HasReady() {
-		return
-	}
-	w := &readyWork{rd: n.core.Ready(), sendLate: c.rng.IntN(2) == 0, sync: c.rng.IntN(2) == 0}
-	if n.crashArmed {
-		w.crash = crashPoint(1 + c.rng.IntN(int(crashBeforeAdvance)))
-	}
-	n.work = w
-	c.line(traceLine{kind: lineReady, node: n.id, rd: summarize(&w.rd, w.sendLate, w.sync, w.crash)})
-	c.check.ready(n.id, len(c.nodes), &w.rd)
-	if !w.sendLate {
-		c.send(n, w.rd.Messages)
-	}
-	c.nextReadyStep(n, evPersist, c.persistReady, 20)
-}
-
-func (c *cluster) persistReady(n *node) {
-	w := n.work
-	if c.interrupted(n, crashBeforePersist) {
-		return
-	}
-	if !w.sync {
-		c.note(n.id, "ready: persisting, then sending")
-	}
-	c.persist(n, &w.rd)
-	if c.interrupted(n, crashAfterPersist) {
-		return
-	}
-	if w.sendLate {
-		c.send(n, w.rd.Messages)
-	}
-	c.send(n, w.rd.MessagesAfterPersist)
-	c.nextReadyStep(n, evApply, c.applyReady, 10)
-}
-
-func (c *cluster) applyReady(n *node) {
-	w := n.work
-	if c.interrupted(n, crashBeforeApply) {
-		return
-	}
-	if !w.sync {
-		c.note(n.id, "ready: applying, then Advance")
-	}
-	c.apply(n, &w.rd)
-	if c.interrupted(n, crashBeforeAdvance) {
-		return
-	}
-	n.core.Advance(w.rd)
-	n.work = nil
-	c.touched(n)
-}
-
-// nextReadyStep carries out the next step of a node's Ready: at once for a
-// synchronous runtime, otherwise as an event up to maxDelay later.
-func (c *cluster) nextReadyStep(n *node, kind eventKind, step func(*node), maxDelay int64) {
-	if n.work.sync {
-		step(n)
-		return
-	}
-	c.schedule(event{at: c.now + c.rng.Int64N(maxDelay), kind: kind, node: n.id, inc: n.inc})
-}
-
-// interrupted crashes n if its Ready was meant to be cut short at p.
-func (c *cluster) interrupted(n *node, p crashPoint) bool {
-	if n.work.crash != p {
-		return false
-	}
-	c.crash(n, p.String())
-	return true
-}
-
-func (c *cluster) persist(n *node, rd *raft.Ready) {
-	if !rd.Snapshot.IsEmpty() {
-		if err := n.disk.ApplySnapshot(rd.Snapshot); err != nil {
-			c.check.failf(RuleContract, "node %d's disk refused the Ready's snapshot at %d: %v", n.id, rd.Snapshot.Metadata.Index, err)
-		}
-	}
-	if len(rd.Entries) > 0 {
-		// A real disk keeps its own copy: the core must not see later
-		// changes to what it handed out, nor make them.
-		if err := n.disk.Append(cloneEntries(rd.Entries)); err != nil {
-			c.check.failf(RuleContract, "node %d's disk refused the Ready's entries: %v", n.id, err)
-		}
-	}
-	if !rd.HardState.IsEmpty() {
-		_ = n.disk.SetHardState(rd.HardState) // MemoryStorage never fails here
-	}
-	c.check.persisted(n.id, rd)
-}
-
-func (c *cluster) apply(n *node, rd *raft.Ready) {
-	if s := rd.Snapshot; !s.IsEmpty() {
-		if err := n.sm.Restore(s.Data); err != nil {
-			c.check.failf(RuleContract, "node %d cannot restore the snapshot at %d: %v", n.id, s.Metadata.Index, err)
-			return
-		}
-		n.applied = s.Metadata.Index
-		c.check.restored(n.id, n.applied)
-		c.stats.Installed++
-	}
-	for i := range rd.CommittedEntries {
-		e := &rd.CommittedEntries[i]
-		c.check.applied(n.id, e)
-		if err := n.sm.Apply(*e); err != nil {
-			c.check.failf(RuleContract, "node %d's state machine refused %d/%d: %v", n.id, e.Index, e.Term, err)
-		}
-		n.applied = e.Index
-		if c.clients != nil {
-			c.appliedByClient(n, e)
-		}
-		if len(e.Data) >= 8 {
-			delete(c.pending, binary.BigEndian.Uint64(e.Data))
-		}
-		if mask, ok := c.markers[string(e.Data)]; ok && len(e.Data) > 0 {
-			mask |= 1 << (n.id - 1)
-			c.markers[string(e.Data)] = mask
-			if !c.committed && bits.OnesCount64(mask) > len(c.nodes)/2 {
-				c.committed = true
-				c.stats.RecoveryTicks = (c.now - c.healAt) / TickInterval
-			}
-			c.live = mask == 1<<len(c.nodes)-1
-		}
-	}
-	for _, rs := range rd.ReadStates {
-		c.check.readAnswered(n.id, rs)
-		c.stats.Reads++
-		if c.clients != nil {
-			c.readIndexed(n, rs)
-		}
-	}
-	if c.clients != nil {
-		c.serveReads(n)
-	}
-}
-
-// busyDisk is the storage a core reads through. Like a runtime that
-// writes snapshots in the background, it now and then has none ready yet,
-// once snapshots are in play.
-type busyDisk struct {
-	*raft.MemoryStorage
-	c *cluster
-}
-
-func (d *busyDisk) Snapshot() (raftpb.Snapshot, error) {
-	if d.c.opts.Mix.CompactEvery > 0 && d.c.rng.IntN(4) == 0 {
-		return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
-	}
-	return d.MemoryStorage.Snapshot()
-}
-
-func cloneEntries(ents []raftpb.Entry) []raftpb.Entry {
-	out := make([]raftpb.Entry, len(ents))
-	for i, e := range ents {
-		e.Data = append([]byte(nil), e.Data...)
-		out[i] = e
-	}
-	return out
 }
 
 // ---- network ----
@@ -970,9 +661,7 @@ func (c *cluster) heal() {
 	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks, then reach every node", c.opts.LivenessTicks)
 	for _, n := range c.nodes {
 		n.crashArmed, n.pausedUntil = false, 0
-		if n.work != nil {
-			n.work.crash = noCrash
-		}
+		n.crashAt = readydrive.Idle
 		if n.core == nil {
 			c.start(n)
 		}

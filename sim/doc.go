@@ -28,13 +28,16 @@
 // transport's local reports reach the sender's core as MsgUnreachable and
 // MsgSnapStatus.
 //
-// A node's runtime handles a Ready exactly as raft.Ready documents: send
-// Messages (before or after persisting, both are allowed), persist the
-// snapshot, entries and hard state, send MessagesAfterPersist, apply,
-// Advance. Half the time it does so in one step; otherwise persisting and
-// applying are later events, and the core takes ticks, messages and
-// proposals in between, as its contract allows. A crash may strike between
-// any two of those steps, or between any two events. The fault injector
+// A node's runtime handles a Ready with package readydrive, the driver the
+// real node runtime (package node) runs, so the order it checks is the
+// order production uses: send Messages (before or after persisting, both
+// are allowed), persist the snapshot, entries and hard state, send
+// MessagesAfterPersist, apply, Advance. Only the side effects are
+// simulated (runtime.go). Half the time the runtime goes through the
+// driver's phases in one step; otherwise persisting and applying are later
+// events, and the core takes ticks, messages and proposals in between, as
+// its contract allows. A crash may strike just before any of the driver's
+// phases from persisting on, or between any two events. The fault injector
 // also pauses processes (their clock stops and messages wait for them),
 // compacts logs behind snapshots (and the disk is now and then not ready to
 // hand one out), and forces campaigns and leadership transfers. Half the

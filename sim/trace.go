@@ -6,6 +6,7 @@ import (
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
+	"github.com/raftkv/raftkv/raft/readydrive"
 )
 
 // trace keeps the lines of the last few steps in a ring. Recording must be
@@ -46,12 +47,12 @@ type readySummary struct {
 	early, after          int
 	applyFirst, applyLast uint64
 	reads                 int
-	sendLate              bool // Messages waited for the persist step
-	sync                  bool // the runtime did it all in one step
-	crash                 crashPoint
+	sendLate              bool             // Messages waited for the persist step
+	sync                  bool             // the runtime did it all in one step
+	crash                 readydrive.Phase // a crash strikes before it (Idle: none)
 }
 
-func summarize(rd *raft.Ready, sendLate, sync bool, crash crashPoint) readySummary {
+func summarize(rd *raft.Ready, sendLate, sync bool, crash readydrive.Phase) readySummary {
 	s := readySummary{hs: rd.HardState, snap: rd.Snapshot.Metadata.Index, early: len(rd.Messages),
 		after: len(rd.MessagesAfterPersist), reads: len(rd.ReadStates), sendLate: sendLate, sync: sync, crash: crash}
 	if n := len(rd.Entries); n > 0 {
@@ -161,8 +162,8 @@ func (s readySummary) String() string {
 	if s.reads > 0 {
 		parts = append(parts, fmt.Sprintf("%d read states", s.reads))
 	}
-	if s.crash != noCrash {
-		parts = append(parts, "CRASH "+s.crash.String())
+	if s.crash != readydrive.Idle {
+		parts = append(parts, "CRASH before "+s.crash.String())
 	}
 	how := "ready (async): "
 	if s.sync {
