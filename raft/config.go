@@ -11,8 +11,11 @@ import (
 type Config struct {
 	// ID identifies this node; it must not be 0 (raftpb.None).
 	ID uint64
-	// Voters is the initial membership, used only when Storage holds no
-	// membership yet (a brand-new cluster). It must include ID.
+	// Voters is a shortcut for tests and simple setups: the initial
+	// membership when Storage holds no snapshot configuration. Committed
+	// conf changes in the log apply on top of it. Leave it empty when the
+	// log starts with Bootstrap's entry, and for a node that will join an
+	// existing cluster. If set, it must include ID.
 	Voters []uint64
 	// Storage is the durable log the core reads from.
 	Storage Storage
@@ -141,6 +144,20 @@ type TestingKnobs struct {
 	// SkipConflictTruncation appends entries without removing a
 	// conflicting suffix first.
 	SkipConflictTruncation bool
+	// SkipJointConsensus applies a change of voters in one step, straight
+	// from C_old to C_new, several voters at once included: majorities of
+	// the two may not overlap.
+	SkipJointConsensus bool
+	// AllowConcurrentConfChanges drops the pending rule: a leader proposes
+	// a change while the previous one is not applied, and a change applied
+	// while joint builds on the incoming configuration instead of being
+	// refused, cutting the joint phase short.
+	AllowConcurrentConfChanges bool
+	// RemovedNodesKeepVoting lets removed nodes keep granting votes, and
+	// has candidates and leaders keep asking removed voters and count their
+	// votes and acknowledgements as if each stood in for a voter of the new
+	// configuration.
+	RemovedNodesKeepVoting bool
 }
 
 // DefaultConfig returns a Config with sensible sizes and timings for a

@@ -39,10 +39,32 @@ func randomMessage(r *rand.Rand, to, term, last uint64) raftpb.Message {
 		m.To = uint64(r.IntN(5))
 	}
 	for i := range r.IntN(4) {
-		m.Entries = append(m.Entries, raftpb.Entry{Index: m.Index + 1 + uint64(i), Term: m.Term, Data: []byte{byte(i)}})
+		e := raftpb.Entry{Index: m.Index + 1 + uint64(i), Term: m.Term, Data: []byte{byte(i)}}
+		if r.IntN(3) == 0 {
+			// A membership change, sensible or not (or not even one).
+			e.Type = raftpb.EntryConfChange
+			if r.IntN(4) > 0 {
+				cc := raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeType(1 + r.IntN(3)), NodeID: uint64(r.IntN(6))}}}
+				if r.IntN(4) == 0 {
+					cc.Changes = nil
+				}
+				e.Data = cc.Marshal()
+			}
+		}
+		m.Entries = append(m.Entries, e)
 	}
 	if r.IntN(4) == 0 {
 		m.Snapshot = &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: near(last), Term: near(term)}}
+		if r.IntN(2) == 0 {
+			ids := func() []uint64 {
+				var out []uint64
+				for range r.IntN(4) {
+					out = append(out, uint64(r.IntN(6)))
+				}
+				return out
+			}
+			m.Snapshot.Metadata.ConfState = raftpb.ConfState{Voters: ids(), Learners: ids(), VotersOutgoing: ids(), LearnersNext: ids()}
+		}
 	}
 	if r.IntN(3) == 0 {
 		m.Context = []byte{0, 0, 0, 0, 0, 0, 0, byte(r.IntN(3))}
@@ -68,11 +90,14 @@ func TestGarbageNeverPanics(t *testing.T) {
 		for range 300 {
 			id := uint64(1 + r.IntN(3))
 			c := nw.core(id)
-			switch r.IntN(4) {
+			switch r.IntN(5) {
 			case 0:
 				c.Tick()
 			case 1:
 				_ = c.Propose([]byte("p"))
+			case 2:
+				cc := raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeType(1 + r.IntN(3)), NodeID: uint64(1 + r.IntN(5))}}}
+				_ = c.ProposeConfChange(cc)
 			default:
 				s := c.Status()
 				_ = c.Step(randomMessage(r, id, s.Term, s.Commit+2))
@@ -104,6 +129,10 @@ func FuzzStep(f *testing.F) {
 		{Type: raftpb.MsgHeartbeatResp, From: 3, To: 1, Term: 1, Context: []byte{0, 0, 0, 0, 0, 0, 0, 1}},
 		{Type: raftpb.MsgSnap, From: 2, To: 1, Term: 3, Snapshot: &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 9, Term: 2}}},
 		{Type: raftpb.MsgReadIndex, From: 3, To: 1, Context: []byte("r")},
+		{Type: raftpb.MsgProp, From: 2, To: 1, Entries: []raftpb.Entry{{Type: raftpb.EntryConfChange, Data: (&raftpb.ConfChange{
+			Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddLearner, NodeID: 4}}}).Marshal()}}},
+		{Type: raftpb.MsgSnap, From: 2, To: 1, Term: 3, Snapshot: &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 9, Term: 2,
+			ConfState: raftpb.ConfState{Voters: []uint64{1, 2, 4}, VotersOutgoing: []uint64{1, 2, 3}, LearnersNext: []uint64{3}}}}},
 	} {
 		f.Add(m.MarshalAppend(nil), uint8(0))
 		f.Add(m.MarshalAppend(nil), uint8(1))

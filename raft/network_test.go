@@ -19,6 +19,15 @@ type testNode struct {
 	cfg     Config
 	applied []raftpb.Entry
 	reads   []ReadState
+	// confs are the configurations the node's state machine recorded, in
+	// order: each ApplyConfChange result and each snapshot's; confErrs the
+	// changes ApplyConfChange refused.
+	confs    []raftpb.ConfState
+	confErrs []error
+	// holdApply keeps committed entries from being applied (and reported
+	// with AppliedTo) until it is cleared; they wait in held.
+	holdApply bool
+	held      []raftpb.Entry
 }
 
 type network struct {
@@ -111,7 +120,8 @@ func (nw *network) process(id uint64) bool {
 	}
 	// Messages wait in the queue until deliver, so queueing them all after
 	// persisting keeps both kinds in the order a runtime sends them.
-	rd := persist(nw.t, n.core, n.storage)
+	rd := n.core.Ready()
+	save(nw.t, n.storage, rd)
 	for _, m := range slices.Concat(rd.Messages, rd.MessagesAfterPersist) {
 		// What a real transport holds every message to.
 		if m.From != id {
@@ -120,9 +130,41 @@ func (nw *network) process(id uint64) bool {
 	}
 	nw.queue = append(nw.queue, rd.Messages...)
 	nw.queue = append(nw.queue, rd.MessagesAfterPersist...)
-	n.applied = append(n.applied, rd.CommittedEntries...)
+	if !rd.Snapshot.IsEmpty() {
+		n.confs = append(n.confs, rd.Snapshot.Metadata.ConfState)
+		n.core.AppliedTo(rd.Snapshot.Metadata.Index)
+	}
+	n.held = append(n.held, rd.CommittedEntries...)
+	nw.apply(id)
 	n.reads = append(n.reads, rd.ReadStates...)
+	n.core.Advance(rd)
 	return true
+}
+
+// apply applies node id's committed entries (unless held), conf changes
+// included, and reports them applied, as a runtime's state machine would.
+func (nw *network) apply(id uint64) {
+	n := nw.nodes[id]
+	if n.holdApply || len(n.held) == 0 {
+		return
+	}
+	for _, e := range n.held {
+		n.applied = append(n.applied, e)
+		if e.Type != raftpb.EntryConfChange {
+			continue
+		}
+		cc, err := raftpb.UnmarshalConfChange(e.Data)
+		if err != nil {
+			continue
+		}
+		cs, err := n.core.ApplyConfChange(e.Index, cc)
+		n.confs = append(n.confs, cs)
+		if err != nil {
+			n.confErrs = append(n.confErrs, err)
+		}
+	}
+	n.core.AppliedTo(n.held[len(n.held)-1].Index)
+	n.held = nil
 }
 
 // deliver steps every queued message (dropping those on cut links) and
@@ -225,11 +267,12 @@ func (nw *network) propose(id uint64, data string) {
 	}
 }
 
-// appliedData returns the non-empty commands node id applied, in order.
+// appliedData returns the non-empty commands node id applied, in order
+// (conf changes aside).
 func (nw *network) appliedData(id uint64) []string {
 	var out []string
 	for _, e := range nw.nodes[id].applied {
-		if len(e.Data) > 0 {
+		if len(e.Data) > 0 && e.Type == raftpb.EntryNormal {
 			out = append(out, string(e.Data))
 		}
 	}

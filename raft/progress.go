@@ -1,11 +1,6 @@
 package raft
 
-import (
-	"fmt"
-	"slices"
-
-	"github.com/raftkv/raftkv/raft/quorum"
-)
+import "fmt"
 
 // ProgressState is how a leader currently replicates to one follower.
 type ProgressState uint8
@@ -210,74 +205,4 @@ func (in *inflights) full() bool {
 
 func (in *inflights) reset() {
 	in.start, in.count, in.bytes = 0, 0, 0
-}
-
-// tracker holds the membership and, on a leader, every peer's progress.
-type tracker struct {
-	voters   quorum.JointConfig
-	learners map[uint64]struct{}
-	// ids lists voters and learners in increasing order: iterating over
-	// it (not over a map) keeps the core deterministic.
-	ids      []uint64
-	progress map[uint64]*progress
-	votes    map[uint64]bool
-}
-
-func newTracker(voters, learners []uint64) tracker {
-	t := tracker{
-		voters:   quorum.JointConfig{Incoming: quorum.NewMajorityConfig(voters...)},
-		learners: make(map[uint64]struct{}, len(learners)),
-		progress: make(map[uint64]*progress),
-		votes:    make(map[uint64]bool),
-	}
-	for _, id := range learners {
-		if !t.voters.Contains(id) {
-			t.learners[id] = struct{}{}
-		}
-	}
-	t.ids = t.voters.IDs()
-	for id := range t.learners {
-		t.ids = append(t.ids, id)
-	}
-	slices.Sort(t.ids)
-	return t
-}
-
-// resetProgress starts every peer over in StateProbe at next.
-func (t *tracker) resetProgress(next uint64, maxInflight int, maxInflightBytes uint64) {
-	clear(t.progress)
-	for _, id := range t.ids {
-		_, learner := t.learners[id]
-		t.progress[id] = &progress{next: next, inflights: newInflights(maxInflight, maxInflightBytes), isLearner: learner}
-	}
-}
-
-// AckedIndex implements quorum.AckedIndexer over the peers' match.
-func (t *tracker) AckedIndex(id uint64) (uint64, bool) {
-	pr, ok := t.progress[id]
-	if !ok {
-		return 0, false
-	}
-	return pr.match, true
-}
-
-func (t *tracker) committed() uint64 { return t.voters.CommittedIndex(t) }
-
-func (t *tracker) recordVote(id uint64, granted bool) {
-	if _, ok := t.votes[id]; !ok {
-		t.votes[id] = granted
-	}
-}
-
-func (t *tracker) tallyVotes() quorum.VoteResult { return t.voters.VoteResult(t.votes) }
-
-// quorumActive reports whether a quorum of voters was recently active.
-func (t *tracker) quorumActive() bool {
-	active := make(map[uint64]bool, len(t.progress))
-	for id, pr := range t.progress {
-		if !pr.isLearner {
-			active[id] = pr.recentActive
-		}
-	}
-	return t.voters.VoteResult(active) == quorum.VoteWon
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/raftkv/raftkv/raft/confchange"
 	"github.com/raftkv/raftkv/raft/quorum"
 	"github.com/raftkv/raftkv/raft/raftpb"
 )
@@ -19,9 +20,6 @@ var (
 	// (MsgUnreachable, MsgSnapStatus) arrived looking like a peer's: with a
 	// term set.
 	ErrStepLocalMsg = errors.New("raft: cannot step a local message from a peer")
-	// ErrStepPeerNotFound: a response or local report names a peer the
-	// leader does not track.
-	ErrStepPeerNotFound = errors.New("raft: peer not found")
 	// ErrInvalidMessage: the message is malformed (unknown type, no sender,
 	// entries that do not follow each other...). It was ignored.
 	ErrInvalidMessage = errors.New("raft: invalid message")
@@ -32,6 +30,16 @@ var (
 	// timeout ago: that leader may still serve reads under its lease.
 	// TransferLeadership moves leadership safely.
 	ErrLeaseHeld = errors.New("raft: campaign refused: a leader's read lease may still hold")
+	// ErrConfChangePending: a membership change was proposed and the state
+	// machine has not applied it yet (AppliedTo); a new leader counts every
+	// entry of its log as possibly such a change until it is applied.
+	// Retry once it is.
+	ErrConfChangePending = errors.New("raft: a configuration change is pending")
+	// ErrInvalidConfChange is wrapped with the reason a membership change
+	// was refused: it adds an existing member, removes a non-member or the
+	// last voter, names node 0, changes a joint configuration... It is
+	// confchange.ErrInvalid.
+	ErrInvalidConfChange = confchange.ErrInvalid
 )
 
 // transferCtx marks a MsgVote sent because the leader asked the candidate to
@@ -54,6 +62,27 @@ type Core struct {
 
 	// leadTransferee is the peer leadership is being handed to, or None.
 	leadTransferee uint64
+
+	// conf is the configuration in effect: the last one applied
+	// (ApplyConfChange, a snapshot, or New rebuilding it); trk mirrors it.
+	conf raftpb.ConfState
+	// confIndex is the index of the last conf change entry applied to
+	// conf, or of the snapshot conf came from.
+	confIndex uint64
+	// replayed holds the outcomes of the conf change entries New applied
+	// beyond what the state machine had: the runtime applies them again.
+	replayed []appliedConf
+	// wasMember: this node has been a voter or learner. removed: it was,
+	// and the configuration in effect no longer lists it; it then never
+	// campaigns or votes again.
+	wasMember, removed bool
+	// appliedIndex is the highest index the state machine has applied
+	// (AppliedTo). Invariant: appliedIndex <= log.applying.
+	appliedIndex uint64
+	// pendingConfIndex (leader): entries up to it may hold a conf change
+	// the state machine has not applied; no other is proposed until
+	// appliedIndex reaches it.
+	pendingConfIndex uint64
 
 	// electionElapsed counts ticks since the last election timeout reset:
 	// on a follower, since it last heard from a leader (or voted); on a
@@ -100,13 +129,6 @@ func New(cfg Config) (*Core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft: read initial state: %w", err)
 	}
-	voters, learners := cs.Voters, cs.Learners
-	if len(voters) == 0 {
-		voters, learners = cfg.Voters, nil
-	}
-	if len(voters) == 0 {
-		return nil, errors.New("raft: no voters: Storage holds no membership and Config.Voters is empty")
-	}
 	log, err := newLog(cfg.Storage, cfg.MaxCommittedSizePerReady)
 	if err != nil {
 		return nil, fmt.Errorf("raft: open log: %w", err)
@@ -125,10 +147,14 @@ func New(cfg Config) (*Core, error) {
 	}
 
 	c := &Core{
-		id:  cfg.ID,
-		log: log,
-		trk: newTracker(voters, learners),
-		cfg: cfg,
+		id:           cfg.ID,
+		log:          log,
+		trk:          newTracker(),
+		cfg:          cfg,
+		appliedIndex: log.applied,
+	}
+	if err := c.restoreConfig(cs, cfg.Voters); err != nil {
+		return nil, err
 	}
 	if cfg.ReadOnlyOption == ReadOnlyLeaseBased {
 		// Validate guarantees ElectionTicks >= minLeaseElectionTicks.
@@ -150,7 +176,9 @@ func (c *Core) hardState() raftpb.HardState {
 
 func (c *Core) softState() SoftState { return SoftState{Lead: c.lead, Role: c.role} }
 
-// promotable reports whether this node may become leader.
+// promotable reports whether this node may become leader: it is a voter of
+// the configuration in effect (of either half while joint). Learners, nodes
+// waiting to join and removed nodes never campaign.
 func (c *Core) promotable() bool { return c.trk.voters.Contains(c.id) }
 
 // Tick advances the logical clock by one tick.
@@ -216,7 +244,9 @@ func termless(t raftpb.MessageType) bool {
 // Step delivers a message from a peer, or a local MsgUnreachable or
 // MsgSnapStatus report from the runtime (Term 0, From = the peer concerned).
 // Malformed messages are ignored and reported with an error; a stale
-// message is ignored silently. Step never panics on its input.
+// message, or a leader's message about a peer outside the configuration (an
+// answer from a node just removed), is ignored silently. Step never panics
+// on its input.
 func (c *Core) Step(m raftpb.Message) error {
 	if err := c.validate(m); err != nil {
 		return err
@@ -280,6 +310,9 @@ func (c *Core) validate(m raftpb.Message) error {
 		if s == nil || s.Metadata.Index == 0 || s.Metadata.Term == 0 || s.Metadata.Term > m.Term {
 			return fmt.Errorf("%w: %v carries no usable snapshot", ErrInvalidMessage, m)
 		}
+		if err := confchange.Validate(s.Metadata.ConfState); err != nil {
+			return fmt.Errorf("%w: %v carries an impossible configuration: %w", ErrInvalidMessage, m, err)
+		}
 	case raftpb.MsgTransferLeader:
 		if m.Index == raftpb.None {
 			return fmt.Errorf("%w: %v names no transferee", ErrInvalidMessage, m)
@@ -289,7 +322,7 @@ func (c *Core) validate(m raftpb.Message) error {
 			return fmt.Errorf("%w: empty proposal", ErrInvalidMessage)
 		}
 		for i := range m.Entries {
-			if m.Entries[i].Type != raftpb.EntryNormal {
+			if t := m.Entries[i].Type; t != raftpb.EntryNormal && t != raftpb.EntryConfChange {
 				return fmt.Errorf("%w: proposal of a %v entry", ErrInvalidMessage, m.Entries[i].Type)
 			}
 		}
@@ -353,6 +386,13 @@ func (c *Core) handleVoteRequest(m raftpb.Message) {
 		(c.vote == raftpb.None && c.lead == raftpb.None) ||
 		(m.Type == raftpb.MsgPreVote && m.Term > c.term)
 	upToDate := c.cfg.Knobs.SkipUpToDateCheck || c.log.isUpToDate(m.Index, m.LogTerm)
+	// A removed node takes no part any more. Any other node answers, even
+	// a learner: a candidate asks only nodes its configuration lists as
+	// voters, so a learner is asked only when its promotion is applied on
+	// the candidate and not yet on the learner.
+	if c.removed && !c.cfg.Knobs.RemovedNodesKeepVoting {
+		canVote = false
+	}
 	respType := raftpb.MsgVoteResp
 	if m.Type == raftpb.MsgPreVote {
 		respType = raftpb.MsgPreVoteResp
@@ -468,6 +508,11 @@ func (c *Core) becomeLeader() {
 	// An entry of the new term: committing it commits everything before
 	// (Figure 8), and tells ReadIndex the commit index is current.
 	c.appendEntries([]raftpb.Entry{{Type: raftpb.EntryNormal}})
+	// Any entry of the log may be a conf change the state machine has
+	// not applied: the next change waits for all of them, this term's
+	// entry included (which is what a single-server change would need,
+	// per Ongaro's fix, and does no harm here).
+	c.pendingConfIndex = c.log.lastIndex()
 }
 
 // hup starts an election: a pre-election first when PreVote is on, unless
@@ -502,7 +547,7 @@ func (c *Core) campaign(pre, transfer bool) {
 	if transfer {
 		ctx = transferCtx
 	}
-	for _, id := range c.trk.voters.IDs() {
+	for _, id := range c.trk.electorate() {
 		if id == c.id {
 			continue
 		}
@@ -516,6 +561,11 @@ func (c *Core) poll(id uint64, granted bool) quorum.VoteResult {
 }
 
 func (c *Core) electionWon(pre bool) {
+	if !c.promotable() {
+		// The configuration changed under the campaign.
+		c.becomeFollower(c.term, raftpb.None)
+		return
+	}
 	if pre {
 		c.campaign(false, false)
 		return
@@ -555,6 +605,9 @@ func tickHeartbeat(c *Core) {
 		// A transfer that has not finished within an election timeout
 		// has failed; accept proposals again.
 		c.leadTransferee = raftpb.None
+		// Leaving a joint configuration may have been held up by that
+		// transfer.
+		c.maybeLeaveJoint()
 	}
 	if c.heartbeatElapsed >= c.cfg.HeartbeatTicks {
 		c.heartbeatElapsed = 0
@@ -681,10 +734,13 @@ func (c *Core) handleSnapshot(m raftpb.Message) {
 	default:
 		c.log.restore(s)
 		// An empty ConfState means the membership did not change (the
-		// cluster was bootstrapped from Config.Voters).
-		if cs := s.Metadata.ConfState; len(cs.Voters) > 0 {
-			c.trk = newTracker(cs.Voters, cs.Learners)
+		// cluster was bootstrapped from Config.Voters). validate checked
+		// any other.
+		if cs := s.Metadata.ConfState; !isEmptyConf(cs) {
+			c.switchConfig(cloneConfState(cs))
 		}
+		c.confIndex = max(c.confIndex, idx)
+		c.replayed = nil
 		c.send(raftpb.Message{To: m.From, Type: raftpb.MsgAppResp, Index: c.log.lastIndex()})
 	}
 }
@@ -711,7 +767,22 @@ func stepLeader(c *Core, m raftpb.Message) error {
 			return ErrProposalDropped // removed from the cluster
 		}
 		// Copy: the entries are the caller's, and we stamp them.
-		c.appendEntries(append([]raftpb.Entry(nil), m.Entries...))
+		ents := make([]raftpb.Entry, 0, len(m.Entries))
+		for _, e := range m.Entries {
+			if e.Type == raftpb.EntryConfChange {
+				if err := c.admitConfChange(e.Data, c.log.lastIndex()+1+uint64(len(ents))); err != nil {
+					if m.From == c.id {
+						return err
+					}
+					// The follower that forwarded it cannot be told.
+					continue
+				}
+			}
+			ents = append(ents, e)
+		}
+		if len(ents) > 0 {
+			c.appendEntries(ents)
+		}
 		return nil
 	case raftpb.MsgReadIndex:
 		c.handleReadIndex(readRequest{from: m.From, ctx: m.Context})
@@ -723,9 +794,8 @@ func stepLeader(c *Core, m raftpb.Message) error {
 
 	pr, ok := c.trk.progress[m.From]
 	if !ok {
-		if m.Type.IsResponse() || m.Type.IsLocal() {
-			return fmt.Errorf("%w: %v", ErrStepPeerNotFound, m)
-		}
+		// A peer outside the configuration: answers from a node just
+		// removed, or the transport's reports about it, are routine.
 		return nil
 	}
 	switch m.Type {
@@ -981,7 +1051,9 @@ func (c *Core) serveReads(rs []readRequest) {
 
 func (c *Core) handleTransfer(to uint64) {
 	pr, ok := c.trk.progress[to]
-	if !ok || pr.isLearner || to == c.id || to == c.leadTransferee {
+	// Only a voter that stays may take over: not a learner, nor a voter
+	// of the configuration being left.
+	if !ok || !c.trk.voters.Incoming.Contains(to) || to == c.id || to == c.leadTransferee {
 		return
 	}
 	// A newer request replaces an older one.

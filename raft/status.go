@@ -1,9 +1,17 @@
 package raft
 
+import "github.com/raftkv/raftkv/raft/raftpb"
+
 // Status is a snapshot of a core's state for monitoring and tests.
 type Status struct {
 	ID, Term, Vote, Commit, Applied, Lead uint64
 	Role                                  Role
+	// Config is the configuration in effect (the last one applied).
+	Config raftpb.ConfState
+	// Removed: this node was a member and the configuration in effect no
+	// longer lists it. It will never campaign or vote again; the runtime
+	// should stop it.
+	Removed bool
 	// Progress is set on a leader only, keyed by peer id (self included).
 	Progress map[uint64]Progress
 }
@@ -30,6 +38,8 @@ func (c *Core) Status() Status {
 		Applied: c.log.applied,
 		Lead:    c.lead,
 		Role:    c.role,
+		Config:  cloneConfState(c.conf),
+		Removed: c.removed,
 	}
 	if c.role == Leader {
 		s.Progress = make(map[uint64]Progress, len(c.trk.progress))

@@ -22,9 +22,7 @@ func (c JointConfig) IDs() []uint64 {
 
 // Contains reports whether id votes in either half.
 func (c JointConfig) Contains(id uint64) bool {
-	_, in := c.Incoming[id]
-	_, out := c.Outgoing[id]
-	return in || out
+	return c.Incoming.Contains(id) || c.Outgoing.Contains(id)
 }
 
 // CommittedIndex returns the largest index committed by both halves.

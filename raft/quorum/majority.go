@@ -27,6 +27,12 @@ func (c MajorityConfig) IDs() []uint64 {
 	return ids
 }
 
+// Contains reports whether id is one of the voters.
+func (c MajorityConfig) Contains(id uint64) bool {
+	_, ok := c[id]
+	return ok
+}
+
 func (c MajorityConfig) String() string { return fmt.Sprint(c.IDs()) }
 
 // CommittedIndex returns the largest index that a majority of the voters has
