@@ -155,7 +155,12 @@ func TestAddLearnerThenPromote(t *testing.T) {
 			t.Fatalf("node %d recorded %v", id, got)
 		}
 	}
-	// The learner caught up from entry 1 and applies what the others do.
+	// The learner caught up from entry 1, where it learned the founders'
+	// configuration (without itself: a joiner, not a removed node), and
+	// applies what the others do.
+	if got := nw.nodes[4].confs; len(got) != 2 || !got[0].Equal(conf(nodes(1, 2, 3), nil, nil, nil)) {
+		t.Fatalf("the joiner recorded %v, want the founders' configuration then its own addition", got)
+	}
 	if got := nw.appliedData(4); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("learner applied %q, want [a]", got)
 	}
@@ -285,7 +290,7 @@ func TestRemovedFollowerStopsTakingPart(t *testing.T) {
 	nw.checkConf(conf(nodes(1, 2), nil, nil, nil), 1, 2)
 
 	c3 := nw.core(3)
-	if s := c3.Status(); !s.Removed || s.Lead != raftpb.None && s.Role != Follower {
+	if s := c3.Status(); !s.Removed || s.Role != Follower {
 		t.Fatalf("node 3 is %v with %v, removed %v; want a removed follower", s.Role, s.Config, s.Removed)
 	}
 	if err := c3.Campaign(); !errors.Is(err, ErrNotVoter) {
