@@ -46,6 +46,8 @@ type Checkpoint struct {
 	sessions *btree.BTreeG[*session]
 }
 
+var _ io.WriterTo = (*Checkpoint)(nil)
+
 // Checkpoint freezes the current state. The runtime calls it on the apply
 // goroutine right after applying the entry a snapshot should cover, then
 // writes the checkpoint elsewhere while applying continues.

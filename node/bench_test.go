@@ -97,5 +97,6 @@ func benchPropose(b *testing.B, size int, parallel bool) {
 type nopMachine struct{}
 
 func (nopMachine) Apply(index uint64, data []byte) any { return nil }
-func (nopMachine) Snapshot(w io.Writer) error          { return nil }
+func (nopMachine) Snapshot() (io.WriterTo, error)      { return nopMachine{}, nil }
+func (nopMachine) WriteTo(io.Writer) (int64, error)    { return 0, nil }
 func (nopMachine) Restore(r io.Reader) error           { return nil }

@@ -21,9 +21,15 @@ type StateMachine interface {
 	// same state. Its result is handed to the proposer's future on the node
 	// that proposed the command; on other nodes it is dropped.
 	Apply(index uint64, data []byte) any
-	// Snapshot writes a full image of the state as of the last applied index.
-	Snapshot(w io.Writer) error
-	// Restore replaces the whole state with an image written by Snapshot.
+	// Snapshot returns an immutable view of the state as of the last
+	// applied index. It must be cheap (a copy-on-write clone, say): the
+	// apply goroutine waits for it. The node then writes the view to a
+	// snapshot file with WriteTo, once, on a goroutine of its own, while
+	// Apply and Restore go on; the view must not see their changes. An
+	// error abandons this snapshot; the node tries again later.
+	Snapshot() (io.WriterTo, error)
+	// Restore replaces the whole state with an image a view's WriteTo
+	// wrote, streamed from r.
 	Restore(r io.Reader) error
 }
 

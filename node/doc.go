@@ -2,7 +2,7 @@
 // goroutines, the clock, the disk and the network around the pure core in
 // package raft.
 //
-// Three goroutines do the work:
+// Four goroutines do the work:
 //
 //  1. The loop owns the core. It ticks it from a time.Ticker (with
 //     Config.LeaseReads, once for every tick due by the monotonic clock,
@@ -16,9 +16,15 @@
 //     local disk (votes, append responses) leave.
 //  2. The apply goroutine applies committed entries and installed snapshots
 //     to the StateMachine, strictly in log order, while the loop persists the
-//     next batch. It resolves the futures of local proposals and takes a
-//     snapshot every Config.SnapshotEntries entries.
-//  3. The transport's own goroutines carry messages to and from peers; they
+//     next batch. It resolves the futures of local proposals and, every
+//     Config.SnapshotEntries entries, takes a view of the state machine
+//     (StateMachine.Snapshot, which must be cheap).
+//  3. The snapshot writer streams that view to a new snapshot file, makes it
+//     durable and only then compacts the log, while applying goes on; one
+//     snapshot at a time. Snapshots from a leader are streamed to disk by
+//     the transport and restored by the apply goroutine from the file: no
+//     goroutine holds a whole snapshot in memory.
+//  4. The transport's own goroutines carry messages to and from peers; they
 //     hand inbound messages to the loop through a bounded queue.
 //
 // A Node is safe for use by many goroutines. Stop and Close end every

@@ -44,6 +44,13 @@ type Node struct {
 	applyc  chan applyBatch
 	pending *pending
 
+	// snapc hands a snapshot from the apply goroutine to the writer
+	// goroutine. snapBusy is set by the apply goroutine when it hands one
+	// over and cleared by the writer when it is done, so at most one is
+	// written at a time and snapc (buffered 1) never blocks.
+	snapc    chan snapJob
+	snapBusy atomic.Bool
+
 	status        atomic.Pointer[Status] // published by the loop after every step
 	statusChanged signal                 // broadcast when role, leader or term change
 	applied       atomic.Uint64          // last index the state machine applied
@@ -60,6 +67,7 @@ type Node struct {
 	abortc    chan struct{} // closed: the apply goroutine drops queued work
 	loopDone  chan struct{}
 	applyDone chan struct{}
+	snapDone  chan struct{}
 	closeOnce sync.Once
 	closeErr  error // set once by closeOnce
 
@@ -139,6 +147,8 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 		abortc:    make(chan struct{}),
 		loopDone:  make(chan struct{}),
 		applyDone: make(chan struct{}),
+		snapc:     make(chan snapJob, 1),
+		snapDone:  make(chan struct{}),
 	}
 	voters := make([]uint64, 0, len(cfg.Members))
 	peers := make(map[uint64]string, len(cfg.Members))
@@ -191,6 +201,7 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 	n.publishStatus()
 	go n.run()
 	go n.runApply(ap)
+	go n.runSnapshots()
 	return n, nil
 }
 
@@ -709,6 +720,7 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		<-n.loopDone
 		<-n.applyDone
+		<-n.snapDone
 		n.closeErr = errors.Join(n.Err(), n.trans.Close(), n.store.Close())
 	})
 	return n.closeErr

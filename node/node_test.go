@@ -56,10 +56,22 @@ func (r *recorder) Apply(index uint64, data []byte) any {
 	return index
 }
 
-func (r *recorder) Snapshot(w io.Writer) error {
+func (r *recorder) Snapshot() (io.WriterTo, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return json.NewEncoder(w).Encode(r.applied)
+	return recorderView(slices.Clone(r.applied)), nil
+}
+
+// recorderView is a recorder's state frozen by Snapshot.
+type recorderView []string
+
+func (v recorderView) WriteTo(w io.Writer) (int64, error) {
+	b, err := json.Marshal([]string(v))
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
 }
 
 func (r *recorder) Restore(rd io.Reader) error {
@@ -137,8 +149,14 @@ func startCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 func (c *cluster) start(i int) {
 	c.t.Helper()
 	c.sms[i] = &recorder{}
+	c.startWith(i, c.sms[i])
+}
+
+// startWith starts node i with the state machine sm.
+func (c *cluster) startWith(i int, sm StateMachine) {
+	c.t.Helper()
 	cfg := c.cfgs[i]
-	cfg.StateMachine = c.sms[i]
+	cfg.StateMachine = sm
 	n, err := Start(cfg)
 	if err != nil {
 		c.t.Fatalf("start node %d: %v", i+1, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/raftkv/raftkv/raft/raftpb"
 	"github.com/raftkv/raftkv/storage"
@@ -48,13 +49,127 @@ func (n *Node) nodeSection(*applier) []byte { return nil }
 func (n *Node) restoreNodeSection(*applier, []byte) error { return nil }
 
 // writeSnapshotData writes a snapshot's data to w: the node section, then
-// the state machine's image as img writes it.
-func writeSnapshotData(w io.Writer, section []byte, img func(io.Writer) error) error {
+// the state machine's image.
+func writeSnapshotData(w io.Writer, section []byte, image io.WriterTo) error {
 	head := binary.AppendUvarint(nil, uint64(len(section)))
 	if _, err := w.Write(append(head, section...)); err != nil {
 		return err
 	}
-	return img(w)
+	_, err := image.WriteTo(w)
+	return err
+}
+
+// snapJob is a snapshot for the writer goroutine to write: a view of the
+// state machine, and the node section and metadata of the same moment.
+type snapJob struct {
+	md      raftpb.SnapshotMetadata
+	section []byte
+	image   io.WriterTo
+}
+
+// maybeSnapshot takes a snapshot once SnapshotEntries entries were applied
+// since the last one. On the apply goroutine it only takes the state
+// machine's view, which is cheap; the writer goroutine writes it to a file,
+// saves it and compacts the log, while applying goes on. At most one
+// snapshot is written at a time: while one is, the next waits for the next
+// batch of entries. A failure is logged and retried after SnapshotEntries
+// more: the log keeps growing, but nothing is lost.
+func (n *Node) maybeSnapshot(a *applier) {
+	if a.applied-a.snapIndex < n.cfg.SnapshotEntries || n.snapBusy.Load() {
+		return
+	}
+	a.snapIndex = a.applied
+	image, err := n.cfg.StateMachine.Snapshot()
+	if err != nil {
+		n.stats.snapshotFailures.Add(1)
+		n.log.Error("snapshot the state machine", "index", a.applied, "err", err)
+		return
+	}
+	n.snapBusy.Store(true)
+	// Never blocks: the writer empties snapc before it clears snapBusy.
+	n.snapc <- snapJob{
+		md:      raftpb.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.conf},
+		section: n.nodeSection(a),
+		image:   image,
+	}
+}
+
+// runSnapshots is the writer goroutine: it writes the snapshots the apply
+// goroutine hands it, one at a time, until Close (abortc), which also cuts
+// short a write in progress.
+func (n *Node) runSnapshots() {
+	defer close(n.snapDone)
+	for {
+		select {
+		case job := <-n.snapc:
+			n.writeSnapshot(job)
+			n.snapBusy.Store(false)
+		case <-n.abortc:
+			return
+		}
+	}
+}
+
+// errAborted cuts short a snapshot being written when the node closes.
+var errAborted = errors.New("node closing")
+
+func (n *Node) writeSnapshot(job snapJob) {
+	start := time.Now()
+	size, err := n.saveSnapshot(job)
+	took := time.Since(start)
+	switch {
+	case errors.Is(err, errAborted):
+	case errors.Is(err, errSnapshotOld):
+		// A snapshot from the leader overtook this one.
+		n.log.Debug("snapshot not saved: a newer one is installed", "index", job.md.Index)
+	case err != nil:
+		n.stats.snapshotFailures.Add(1)
+		n.log.Error("take a snapshot", "index", job.md.Index, "err", err)
+	default:
+		n.stats.snapshotsTaken.Add(1)
+		n.stats.snapshotBytes.Add(uint64(size))
+		n.stats.snapshotNanos.Add(uint64(took))
+		n.log.Info("snapshot taken", "index", job.md.Index, "bytes", size, "took", took.Round(time.Millisecond),
+			"rate", fmt.Sprintf("%.1f MB/s", float64(size)/max(took.Seconds(), 1e-9)/1e6))
+	}
+}
+
+// saveSnapshot writes job to a new snapshot file, makes it the stored
+// snapshot, and only then compacts the log. It returns the data's size.
+func (n *Node) saveSnapshot(job snapJob) (int64, error) {
+	w, err := n.store.CreateSnapshot(job.md)
+	if err != nil {
+		return 0, err
+	}
+	defer w.Abort()
+	if err := writeSnapshotData(abortWriter{w, n.abortc}, job.section, job.image); err != nil {
+		return w.Size(), fmt.Errorf("write the snapshot: %w", err)
+	}
+	if err := w.Stage(); err != nil {
+		return w.Size(), err
+	}
+	if err := n.store.SaveSnapshot(raftpb.Snapshot{Metadata: job.md}); err != nil {
+		return w.Size(), err
+	}
+	if err := n.store.Compact(job.md.Index); err != nil {
+		return w.Size(), fmt.Errorf("compact the log: %w", err)
+	}
+	return w.Size(), nil
+}
+
+// abortWriter fails writes once abort is closed.
+type abortWriter struct {
+	w     io.Writer
+	abort <-chan struct{}
+}
+
+func (w abortWriter) Write(p []byte) (int, error) {
+	select {
+	case <-w.abort:
+		return 0, errAborted
+	default:
+		return w.w.Write(p)
+	}
 }
 
 // restoreSnapshot replaces the state machine's state (and the node's own,
@@ -89,6 +204,7 @@ func (n *Node) restoreSnapshot(a *applier, md raftpb.SnapshotMetadata) error {
 		return fmt.Errorf("read the snapshot to its end: %w", err)
 	}
 	a.installed(md)
+	n.stats.snapshotsRestored.Add(1)
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/raftkv/raftkv/transport"
 )
 
 // Stats are a node's cumulative counts since Start, for monitoring. They
@@ -36,6 +38,28 @@ type Stats struct {
 	// it came to know a leader other than the last one it knew, or the
 	// same one in a new term.
 	LeaderChanges uint64
+	// Snapshots are the snapshots of this node's state machine.
+	Snapshots SnapshotStats
+	// Transfers are the snapshot transfers to and from peers.
+	Transfers TransferStats
+}
+
+// TransferStats count snapshot transfers to and from peers, as the
+// transport keeps them.
+type TransferStats = transport.SnapshotStats
+
+// SnapshotStats count the snapshots a node took and restored.
+type SnapshotStats struct {
+	// Writing is true while a snapshot is being written.
+	Writing bool
+	// Taken counts the snapshots written and saved; Bytes is their data
+	// and Seconds the time they took, from the state machine's view to
+	// the durable file. Failed counts those that failed (retried later).
+	Taken, Failed, Bytes uint64
+	Seconds              float64
+	// Restored counts the snapshots the state machine was restored from:
+	// at start, or sent by a leader.
+	Restored uint64
 }
 
 // fsyncBounds are the upper bounds of the fsync latency buckets, in
@@ -47,12 +71,15 @@ var fsyncBounds = [...]float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.
 func FsyncBucketBounds() []float64 { return slices.Clone(fsyncBounds[:]) }
 
 // stats are the counters behind Stats. They are atomics because they are
-// written from the loop, the apply goroutine (a snapshot's WAL record) and
-// the transport's goroutines, and read from anywhere.
+// written from the loop, the apply and snapshot goroutines and the
+// transport's goroutines, and read from anywhere.
 type stats struct {
 	readies, entriesPersisted, proposalsDropped atomic.Uint64
 	messagesSent, messagesReceived              atomic.Uint64
 	campaigns, leaderChanges                    atomic.Uint64
+
+	snapshotsTaken, snapshotFailures, snapshotsRestored atomic.Uint64
+	snapshotBytes, snapshotNanos                        atomic.Uint64
 
 	fsyncNanos atomic.Uint64
 	// fsyncs[i] counts fsyncs in (fsyncBounds[i-1], fsyncBounds[i]]; the
@@ -80,6 +107,13 @@ func (s *stats) snapshot() Stats {
 		MessagesReceived: s.messagesReceived.Load(),
 		Campaigns:        s.campaigns.Load(),
 		LeaderChanges:    s.leaderChanges.Load(),
+		Snapshots: SnapshotStats{
+			Taken:    s.snapshotsTaken.Load(),
+			Failed:   s.snapshotFailures.Load(),
+			Bytes:    s.snapshotBytes.Load(),
+			Seconds:  time.Duration(s.snapshotNanos.Load()).Seconds(),
+			Restored: s.snapshotsRestored.Load(),
+		},
 	}
 	// The total is the sum of the same loads, so that the buckets never
 	// exceed it even while fsyncs are being recorded.
@@ -94,7 +128,12 @@ func (s *stats) snapshot() Stats {
 
 // Stats returns the node's cumulative counts. It never blocks on the loop
 // and is cheap enough to call at every metrics scrape.
-func (n *Node) Stats() Stats { return n.stats.snapshot() }
+func (n *Node) Stats() Stats {
+	st := n.stats.snapshot()
+	st.Snapshots.Writing = n.snapBusy.Load()
+	st.Transfers = n.trans.SnapshotStats()
+	return st
+}
 
 // StatusChanged returns a channel closed at the next change of this node's
 // role, known leader or term. Call Status after StatusChanged, not before,

@@ -478,6 +478,12 @@ func TestMetricsListedInTheIssue(t *testing.T) {
 		for _, name := range []string{
 			"raftkv_apply_lag_entries",
 			"raftkv_elections_total",
+			"raftkv_snapshots_taken_total",
+			"raftkv_snapshot_writing",
+			`raftkv_snapshot_transfers_total{direction="send",result="ok"}`,
+			`raftkv_snapshot_transfers_total{direction="receive",result="failed"}`,
+			`raftkv_snapshot_transfer_bytes_total{direction="receive"}`,
+			`raftkv_snapshot_transfers_in_flight{direction="send"}`,
 			`raftkv_wal_fsync_duration_seconds_bucket{le="0.001"}`,
 			`raftkv_wal_fsync_duration_seconds_bucket{le="+Inf"}`,
 		} {

@@ -115,52 +115,104 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 // the node needs no metrics library. Counting since the node started, not
 // the server, is what Prometheus counters want: a restart resets both.
 type nodeCollector struct {
-	node     Node
-	fsync    *prometheus.Desc
-	bounds   []float64 // of fsync's buckets
-	counters []nodeCounter
+	node    Node
+	fsync   *prometheus.Desc
+	bounds  []float64 // of fsync's buckets
+	metrics []nodeMetric
 }
 
-// nodeCounter is one field of node.Stats exported as a counter.
-type nodeCounter struct {
+// nodeMetric is one field of node.Stats exported as a counter or gauge.
+type nodeMetric struct {
 	desc  *prometheus.Desc
-	value func(st *node.Stats) uint64
+	typ   prometheus.ValueType
+	value func(st *node.Stats) float64
 }
 
 var _ prometheus.Collector = (*nodeCollector)(nil)
 
 func newNodeCollector(n Node) *nodeCollector {
-	counter := func(name, help string, value func(st *node.Stats) uint64) nodeCounter {
-		return nodeCounter{prometheus.NewDesc(name, help, nil, nil), value}
+	metric := func(typ prometheus.ValueType, name, help string, labels prometheus.Labels, value func(st *node.Stats) float64) nodeMetric {
+		return nodeMetric{prometheus.NewDesc(name, help, nil, labels), typ, value}
+	}
+	counter := func(name, help string, value func(st *node.Stats) uint64) nodeMetric {
+		return metric(prometheus.CounterValue, name, help, nil, func(st *node.Stats) float64 { return float64(value(st)) })
+	}
+	ms := []nodeMetric{
+		counter("raftkv_wal_entries_persisted_total", "Log entries the WAL made durable.",
+			func(st *node.Stats) uint64 { return st.EntriesPersisted }),
+		counter("raftkv_elections_total", "Elections this node started (terms it entered as a candidate).",
+			func(st *node.Stats) uint64 { return st.Campaigns }),
+		counter("raftkv_leader_changes_total", "Leaderships this node learned of: a new leader, or a leader in a new term.",
+			func(st *node.Stats) uint64 { return st.LeaderChanges }),
+		counter("raftkv_raft_proposals_dropped_total", "Proposals raft refused because no leader was known or leadership was being transferred.",
+			func(st *node.Stats) uint64 { return st.ProposalsDropped }),
+		counter("raftkv_raft_messages_sent_total", "Raft messages handed to the transport.",
+			func(st *node.Stats) uint64 { return st.MessagesSent }),
+		counter("raftkv_raft_messages_received_total", "Raft messages received from peers.",
+			func(st *node.Stats) uint64 { return st.MessagesReceived }),
+		counter("raftkv_raft_readies_total", "Ready batches the node's loop handled (each is at most one WAL write).",
+			func(st *node.Stats) uint64 { return st.Readies }),
+		counter("raftkv_snapshots_taken_total", "Snapshots of the state machine written and saved (the log is compacted after each).",
+			func(st *node.Stats) uint64 { return st.Snapshots.Taken }),
+		counter("raftkv_snapshot_failures_total", "Snapshots of the state machine that failed (retried later).",
+			func(st *node.Stats) uint64 { return st.Snapshots.Failed }),
+		counter("raftkv_snapshot_written_bytes_total", "Data written by the snapshots taken.",
+			func(st *node.Stats) uint64 { return st.Snapshots.Bytes }),
+		metric(prometheus.CounterValue, "raftkv_snapshot_write_seconds_total", "Time the snapshots taken spent writing, in the background, from the state machine's view to the durable file.", nil,
+			func(st *node.Stats) float64 { return st.Snapshots.Seconds }),
+		counter("raftkv_snapshots_restored_total", "Snapshots the state machine was restored from (at start, or sent by the leader).",
+			func(st *node.Stats) uint64 { return st.Snapshots.Restored }),
+		metric(prometheus.GaugeValue, "raftkv_snapshot_writing", "1 while a snapshot of the state machine is being written, else 0.", nil,
+			func(st *node.Stats) float64 { return boolFloat(st.Snapshots.Writing) }),
+	}
+	// Snapshot transfers, by direction.
+	const transfersHelp = "Snapshot transfers to (send) or from (receive) peers that ended, by result: ok once the receiver verified and stored the snapshot."
+	for _, dir := range []string{"send", "receive"} {
+		of := func(f func(t transferCounts) float64) func(st *node.Stats) float64 {
+			return func(st *node.Stats) float64 { return f(transfers(st, dir)) }
+		}
+		ms = append(ms,
+			metric(prometheus.CounterValue, "raftkv_snapshot_transfers_total", transfersHelp,
+				prometheus.Labels{"direction": dir, "result": "ok"}, of(func(t transferCounts) float64 { return float64(t.ok) })),
+			metric(prometheus.CounterValue, "raftkv_snapshot_transfers_total", transfersHelp,
+				prometheus.Labels{"direction": dir, "result": "failed"}, of(func(t transferCounts) float64 { return float64(t.failed) })),
+			metric(prometheus.CounterValue, "raftkv_snapshot_transfer_bytes_total", "Snapshot data sent to or received from peers, failed transfers included.",
+				prometheus.Labels{"direction": dir}, of(func(t transferCounts) float64 { return float64(t.bytes) })),
+			metric(prometheus.CounterValue, "raftkv_snapshot_transfer_seconds_total", "Time the snapshot transfers that ended took.",
+				prometheus.Labels{"direction": dir}, of(func(t transferCounts) float64 { return t.seconds })),
+			metric(prometheus.GaugeValue, "raftkv_snapshot_transfers_in_flight", "Snapshot transfers in progress.",
+				prometheus.Labels{"direction": dir}, of(func(t transferCounts) float64 { return float64(t.inFlight) })),
+		)
 	}
 	return &nodeCollector{
 		node: n,
 		fsync: prometheus.NewDesc("raftkv_wal_fsync_duration_seconds",
 			"Latency of the WAL's fsyncs; one fsync makes a whole batch of entries durable.", nil, nil),
-		bounds: node.FsyncBucketBounds(),
-		counters: []nodeCounter{
-			counter("raftkv_wal_entries_persisted_total", "Log entries the WAL made durable.",
-				func(st *node.Stats) uint64 { return st.EntriesPersisted }),
-			counter("raftkv_elections_total", "Elections this node started (terms it entered as a candidate).",
-				func(st *node.Stats) uint64 { return st.Campaigns }),
-			counter("raftkv_leader_changes_total", "Leaderships this node learned of: a new leader, or a leader in a new term.",
-				func(st *node.Stats) uint64 { return st.LeaderChanges }),
-			counter("raftkv_raft_proposals_dropped_total", "Proposals raft refused because no leader was known or leadership was being transferred.",
-				func(st *node.Stats) uint64 { return st.ProposalsDropped }),
-			counter("raftkv_raft_messages_sent_total", "Raft messages handed to the transport.",
-				func(st *node.Stats) uint64 { return st.MessagesSent }),
-			counter("raftkv_raft_messages_received_total", "Raft messages received from peers.",
-				func(st *node.Stats) uint64 { return st.MessagesReceived }),
-			counter("raftkv_raft_readies_total", "Ready batches the node's loop handled (each is at most one WAL write).",
-				func(st *node.Stats) uint64 { return st.Readies }),
-		},
+		bounds:  node.FsyncBucketBounds(),
+		metrics: ms,
 	}
+}
+
+// transferCounts are one direction's snapshot transfer counts.
+type transferCounts struct {
+	ok, failed, bytes uint64
+	inFlight          int
+	seconds           float64
+}
+
+// transfers picks the counts of direction dir ("send" or "receive").
+func transfers(st *node.Stats, dir string) transferCounts {
+	t := &st.Transfers
+	if dir == "send" {
+		return transferCounts{t.Sent, t.SendFailures, t.BytesSent, t.Sending, t.SendSeconds}
+	}
+	return transferCounts{t.Received, t.ReceiveFailures, t.BytesReceived, t.Receiving, t.ReceiveSeconds}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.fsync
-	for _, nc := range c.counters {
-		ch <- nc.desc
+	for _, m := range c.metrics {
+		ch <- m.desc
 	}
 }
 
@@ -173,8 +225,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstHistogram(c.fsync, st.Fsyncs, st.FsyncSeconds, buckets)
-	for _, nc := range c.counters {
-		ch <- prometheus.MustNewConstMetric(nc.desc, prometheus.CounterValue, float64(nc.value(&st)))
+	for _, m := range c.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(&st))
 	}
 }
 

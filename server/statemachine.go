@@ -58,8 +58,9 @@ func (m *StateMachine) Apply(index uint64, data []byte) any {
 	return res
 }
 
-// Snapshot streams the store's state.
-func (m *StateMachine) Snapshot(w io.Writer) error { return m.store.Snapshot(w) }
+// Snapshot freezes the store's state in O(1): the returned kv.Checkpoint
+// is a copy-on-write view that the node writes out while Apply goes on.
+func (m *StateMachine) Snapshot() (io.WriterTo, error) { return m.store.Checkpoint(), nil }
 
 // Restore replaces the store's state with a snapshot.
 func (m *StateMachine) Restore(r io.Reader) error {
