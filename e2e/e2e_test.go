@@ -150,6 +150,19 @@ func serveCluster(t *testing.T, extraEnv ...string) (procs []*proc, dataDirs []s
 	return procs, dataDirs
 }
 
+// restartServe starts p again from dataDir alone, on the same client
+// addresses, logging JSON, with env in its environment.
+func restartServe(t *testing.T, p *proc, dataDir string, env ...string) *proc {
+	t.Helper()
+	args := []string{"serve", "--data-dir", dataDir, "--http-addr", p.http, "--log-format", "json"}
+	if p.redis != "" {
+		args = append(args, "--redis-addr", p.redis)
+	}
+	back := start(t, p.name, t.TempDir(), p.http, env, args...)
+	back.redis = p.redis
+	return back
+}
+
 func TestPeerPortSurvivesGarbage(t *testing.T) {
 	needBinary(t)
 	procs, dataDirs := serveCluster(t)

@@ -91,6 +91,13 @@ func classify(t *testing.T, err error) (o outcome, moveOn bool) {
 	return notApplied, true
 }
 
+// refused reports whether err is a dial that the other end refused: nothing
+// listens there, so nothing was sent.
+func refused(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial" && errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // loadWorker is one client of the load: sequential commands on a few
 // shared keys (checked for linearizability) and on keys of its own (checked
 // to survive), moving to the next node whenever one fails it.
@@ -110,6 +117,12 @@ type loadWorker struct {
 	okAfter   atomic.Int64 // commands answered that began after since
 	since     atomic.Int64 // a history time
 	clientIDs *atomic.Int64
+
+	// How long the worker went unanswered; read once it has stopped.
+	failingSince int64         // the call of the first failed command since the last answer; -1 if none
+	failStreak   int           // failed commands in a row, not counting refused dials
+	maxStreak    int           // the longest failStreak
+	maxOutage    time.Duration // the longest time from a failed command's call to the next answer
 }
 
 var sharedKeys = []string{"reg-a", "reg-b", "reg-c", "reg-d"}
@@ -178,6 +191,21 @@ func (w *loadWorker) count(call int64, err error) outcome {
 	if moveOn {
 		w.cur = (w.cur + 1) % len(w.clients)
 	}
+	switch {
+	case o == done && w.failingSince >= 0:
+		w.maxOutage = max(w.maxOutage, time.Duration(w.hist.now()-w.failingSince))
+		w.failingSince, w.failStreak = -1, 0
+	case o == done:
+		w.failStreak = 0
+	case w.failingSince < 0:
+		w.failingSince = call
+	}
+	if o != done && !refused(err) {
+		// A refused dial costs nothing: a node that is down says so at
+		// once, and a client with several endpoints skips it.
+		w.failStreak++
+		w.maxStreak = max(w.maxStreak, w.failStreak)
+	}
 	if o == done {
 		w.ok.Add(1)
 		if call >= w.since.Load() {
@@ -203,71 +231,106 @@ func linearizableAcrossLeaderKill(t *testing.T, env ...string) {
 	procs, dataDirs := serveCluster(t, env...)
 	leader, term := agreedLeader(t, procs...)
 
-	const workers = 8
-	hist := newHistory()
-	var clientIDs atomic.Int64
-	clientIDs.Store(workers)
-	ws := make([]*loadWorker, workers)
-	for i := range ws {
-		w := &loadWorker{
-			t: t, id: i, client: i, hist: hist, cur: i % len(procs),
-			rng:  rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
-			seen: make(map[string]string), acked: make(map[string]string), clientIDs: &clientIDs,
-		}
-		w.since.Store(1<<63 - 1)
-		for _, p := range procs {
-			w.clients = append(w.clients, redisClient(t, p.redis))
-		}
-		ws[i] = w
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	var wg sync.WaitGroup
-	for _, w := range ws {
-		wg.Go(func() { w.run(ctx) })
-	}
-	total := func() (n int64) {
-		for _, w := range ws {
-			n += w.ok.Load()
-		}
-		return n
-	}
-
-	eventually(t, "300 commands answered before the kill", func() bool { return total() >= 300 })
+	ld := startLoad(t, procs, 8)
+	defer ld.stop()
+	eventually(t, "300 commands answered before the kill", func() bool { return ld.total() >= 300 })
 	killedAt := time.Now()
 	killed := leader
 	killed.kill()
 	rest := without(procs, killed)
 	newLeader, newTerm := agreedLeader(t, rest...)
-	electedAt := hist.now()
-	t.Logf("killed %s (leader of term %d) after %d commands; %s leads term %d after %v", killed.name, term, total(), newLeader.name, newTerm, time.Since(killedAt).Round(time.Millisecond))
-	for _, w := range ws {
-		w.since.Store(electedAt)
-	}
-	eventually(t, "every client to get 20 answers from the new leader's cluster", func() bool {
-		for _, w := range ws {
-			if w.okAfter.Load() < 20 {
-				return false
-			}
-		}
-		return true
-	})
-	stop()
-	wg.Wait()
+	t.Logf("killed %s (leader of term %d) after %d commands; %s leads term %d after %v", killed.name, term, ld.total(), newLeader.name, newTerm, time.Since(killedAt).Round(time.Millisecond))
+	ld.answeredSinceNow(t, 20, "from the new leader's cluster")
+	ld.stop()
 	if t.Failed() {
 		return
 	}
 
 	// The killed node comes back from its data directory and catches up.
 	i := indexOf(procs, killed)
-	back := start(t, killed.name, t.TempDir(), killed.http, env, "serve", "--data-dir", dataDirs[i], "--http-addr", killed.http, "--redis-addr", killed.redis)
-	back.redis = killed.redis
-	procs[i] = back
+	procs[i] = restartServe(t, killed, dataDirs[i], env...)
 	agreedLeader(t, procs...)
 
-	// Every acknowledged write is on every node.
+	ld.checkAcked(t, procs)
+	ld.hist.check(t)
+}
+
+// load is concurrent loadWorkers against a cluster, sharing one history.
+type load struct {
+	hist    *history
+	workers []*loadWorker
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// startLoad starts n workers, each with a client for every node of procs,
+// starting on different nodes. Stop them with stop.
+func startLoad(t *testing.T, procs []*proc, n int) *load {
+	t.Helper()
+	ld := &load{hist: newHistory()}
+	clientIDs := new(atomic.Int64)
+	clientIDs.Store(int64(n))
+	for i := range n {
+		w := &loadWorker{
+			t: t, id: i, client: i, hist: ld.hist, cur: i % len(procs),
+			rng:  rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
+			seen: make(map[string]string), acked: make(map[string]string), clientIDs: clientIDs,
+			failingSince: -1,
+		}
+		w.since.Store(1<<63 - 1)
+		for _, p := range procs {
+			w.clients = append(w.clients, redisClient(t, p.redis))
+		}
+		ld.workers = append(ld.workers, w)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ld.cancel = cancel
+	for _, w := range ld.workers {
+		ld.wg.Go(func() { w.run(ctx) })
+	}
+	t.Cleanup(ld.stop)
+	return ld
+}
+
+// stop stops the workers and waits for them; calling it again does nothing.
+func (ld *load) stop() {
+	ld.cancel()
+	ld.wg.Wait()
+}
+
+// total returns the number of commands answered so far.
+func (ld *load) total() (n int64) {
+	for _, w := range ld.workers {
+		n += w.ok.Load()
+	}
+	return n
+}
+
+// answeredSinceNow waits until every worker has had n commands answered
+// that it sent from now on.
+func (ld *load) answeredSinceNow(t *testing.T, n int64, what string) {
+	t.Helper()
+	now := ld.hist.now()
+	for _, w := range ld.workers {
+		w.okAfter.Store(0)
+		w.since.Store(now)
+	}
+	eventually(t, fmt.Sprintf("every client to get %d answers %s", n, what), func() bool {
+		for _, w := range ld.workers {
+			if w.okAfter.Load() < n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkAcked checks that every acknowledged write of the workers' own keys
+// is on every node of procs. The workers must be stopped.
+func (ld *load) checkAcked(t *testing.T, procs []*proc) {
+	t.Helper()
 	acked := make(map[string]string)
-	for _, w := range ws {
+	for _, w := range ld.workers {
 		for k, v := range w.acked {
 			acked[k] = v
 		}
@@ -294,6 +357,4 @@ func linearizableAcrossLeaderKill(t *testing.T, env ...string) {
 		}
 	}
 	t.Logf("%d acknowledged writes of own keys present on all %d nodes", len(acked), len(procs))
-
-	hist.check(t)
 }
