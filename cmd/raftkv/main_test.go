@@ -49,12 +49,13 @@ func TestOriginalForm(t *testing.T) {
 func TestServeFlagsAndEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	cfg, o, err := parseArgs([]string{"serve", "--id", "n2", "--tick-interval", "50ms"}, &bytes.Buffer{}, env(map[string]string{
-		"RAFTKV_DATA_DIR":       dir,
-		"RAFTKV_CLUSTER":        "n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003",
-		"RAFTKV_ID":             "n9", // the flag wins
-		"RAFTKV_LOG_FORMAT":     "json",
-		"RAFTKV_ELECTION_TICKS": "20",
-		"RAFTKV_READ_MODE":      "lease",
+		"RAFTKV_DATA_DIR":         dir,
+		"RAFTKV_CLUSTER":          "n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003",
+		"RAFTKV_ID":               "n9", // the flag wins
+		"RAFTKV_LOG_FORMAT":       "json",
+		"RAFTKV_ELECTION_TICKS":   "20",
+		"RAFTKV_READ_MODE":        "lease",
+		"RAFTKV_CATCH_UP_ENTRIES": "0",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +65,9 @@ func TestServeFlagsAndEnvironment(t *testing.T) {
 	}
 	if o.logFormat != "json" || cfg.ElectionTicks != 20 || cfg.TickInterval != 50*time.Millisecond || !cfg.LeaseReads {
 		t.Errorf("got log format %q, election ticks %d, tick %v, lease reads %v", o.logFormat, cfg.ElectionTicks, cfg.TickInterval, cfg.LeaseReads)
+	}
+	if cfg.CatchUpEntries != -1 {
+		t.Errorf("--catch-up-entries 0: got node CatchUpEntries %d, want -1 (none)", cfg.CatchUpEntries)
 	}
 }
 
@@ -87,6 +91,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1,n1=a:2"},
 		{"--status-interval", "-1s", "127.0.0.1:7000"},
 		{"--read-mode", "fast", "127.0.0.1:7000"},
+		{"--catch-up-entries", "-1", "127.0.0.1:7000"},
 	} {
 		if _, _, err := parseArgs(args, &bytes.Buffer{}, env(nil)); err == nil {
 			t.Errorf("parseArgs(%q) succeeded, want a usage error", args)

@@ -32,6 +32,7 @@ type nodeFlags struct {
 	electionTicks       int
 	heartbeatTicks      int
 	snapshotEntries     uint64
+	catchUpEntries      int
 	readMode            string
 }
 
@@ -43,6 +44,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, logLevel string) {
 	fs.IntVar(&f.electionTicks, "election-ticks", node.DefaultElectionTicks, "election timeout in ticks (randomized up to twice this)")
 	fs.IntVar(&f.heartbeatTicks, "heartbeat-ticks", node.DefaultHeartbeatTicks, "leader heartbeat interval in ticks")
 	fs.Uint64Var(&f.snapshotEntries, "snapshot-entries", node.DefaultSnapshotEntries, "snapshot and compact the log every this many applied entries")
+	fs.IntVar(&f.catchUpEntries, "catch-up-entries", node.DefaultCatchUpEntries, "entries the log keeps below a snapshot, so that a follower lagging by fewer catches up from the log rather than by a whole snapshot; 0: none")
 	fs.StringVar(&f.readMode, "read-mode", "safe", "how the leader confirms linearizable reads: safe (a heartbeat round per batch of reads) or lease (no round; trusts that clocks on all members run at about the same rate; set it alike on every member)")
 }
 
@@ -66,6 +68,7 @@ func (f *nodeFlags) args() []string {
 		"--election-ticks", fmt.Sprint(f.electionTicks),
 		"--heartbeat-ticks", fmt.Sprint(f.heartbeatTicks),
 		"--snapshot-entries", fmt.Sprint(f.snapshotEntries),
+		"--catch-up-entries", fmt.Sprint(f.catchUpEntries),
 		"--read-mode", f.readMode,
 	}
 }
@@ -285,6 +288,14 @@ func parseArgs(args []string, stderr io.Writer, getenv func(string) string) (nod
 	cfg.ElectionTicks = o.electionTicks
 	cfg.HeartbeatTicks = o.heartbeatTicks
 	cfg.SnapshotEntries = o.snapshotEntries
+	switch {
+	case o.catchUpEntries < 0:
+		return node.Config{}, o, fmt.Errorf("--catch-up-entries must not be negative, got %d", o.catchUpEntries)
+	case o.catchUpEntries == 0:
+		cfg.CatchUpEntries = -1 // the node's way to say none
+	default:
+		cfg.CatchUpEntries = o.catchUpEntries
+	}
 	if cfg.LeaseReads, err = o.leaseReads(); err != nil {
 		return node.Config{}, o, err
 	}
