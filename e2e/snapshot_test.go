@@ -81,18 +81,17 @@ func TestFollowerCatchesUpFromSnapshotOver200MiB(t *testing.T) {
 	}
 
 	// The writer went on.
-	before, errsBefore := w.between(time.Time{}, restarted)
-	during, errs := w.between(restarted, done)
-	for _, err := range append(errsBefore, errs...) {
+	before, during := w.between(time.Time{}, restarted), w.between(restarted, done)
+	for _, err := range append(before.errs, during.errs...) {
 		t.Errorf("the writer's write failed: %v", err)
 	}
-	if len(during) < 10 {
-		t.Errorf("the writer wrote %d times while the follower caught up, want it to go on writing", len(during))
+	if len(during.took) < 10 {
+		t.Errorf("the writer wrote %d times while the follower caught up, want it to go on writing", len(during.took))
 	}
-	if slowest := slices.Max(append(during, 0)); slowest > maxStall {
+	if slowest := slices.Max(append(during.took, 0)); slowest > maxStall {
 		t.Errorf("a write took %v while the follower caught up, want at most %v", slowest, maxStall)
 	}
-	t.Logf("write latency while the %d values were written: %s; while the follower caught up: %s", values, latencies(before), latencies(during))
+	t.Logf("write latency while the %d values were written: %s; while the follower caught up: %s", values, latencies(before.took), latencies(during.took))
 
 	// The follower's own store holds every value (READONLY: read locally).
 	rc := redis.NewClient(&redis.Options{
@@ -155,9 +154,11 @@ func writeBig(t *testing.T, addr string, n, size int) {
 	}
 }
 
-// steadyWriter writes a small value to one node every interval (or as soon
-// as the previous write returns, if it took longer), one write at a time,
-// and records when each began, how long it took and how it failed.
+// steadyWriter writes a small value to one node on a fixed schedule, one
+// every interval, one write at a time: a write due while the previous one
+// runs starts as soon as it returns. It records when each write was due and
+// began, how long it took, and how long after it was due it completed, which
+// counts the writes a stall delayed as well as the one it hit.
 type steadyWriter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -167,9 +168,10 @@ type steadyWriter struct {
 }
 
 type sample struct {
-	at   time.Time
-	took time.Duration
-	err  error
+	due, at time.Time     // when the write was to begin, and began
+	took    time.Duration // from at to its answer
+	fromDue time.Duration // from when it was due to its answer
+	err     error
 }
 
 func startSteadyWriter(t *testing.T, addr string, every time.Duration) *steadyWriter {
@@ -178,21 +180,24 @@ func startSteadyWriter(t *testing.T, addr string, every time.Duration) *steadyWr
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &steadyWriter{cancel: cancel}
 	w.wg.Go(func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
+		wait := time.NewTimer(0)
+		defer wait.Stop()
+		first := time.Now()
 		for n := 0; ; n++ {
+			due := first.Add(time.Duration(n) * every)
+			wait.Reset(time.Until(due))
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-wait.C:
 			}
 			wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			at := time.Now()
 			err := rc.Set(wctx, fmt.Sprintf("steady-%d", n%1000), n, 0).Err()
-			took := time.Since(at)
+			end := time.Now()
 			cancel()
 			w.mu.Lock()
-			w.samples = append(w.samples, sample{at, took, err})
+			w.samples = append(w.samples, sample{due: due, at: at, took: end.Sub(at), fromDue: end.Sub(due), err: err})
 			w.mu.Unlock()
 		}
 	})
@@ -206,22 +211,40 @@ func (w *steadyWriter) stop() {
 	w.wg.Wait()
 }
 
-// between returns the latencies of the writes that began in [from, to),
-// and the errors of those that failed.
-func (w *steadyWriter) between(from, to time.Time) (took []time.Duration, errs []error) {
+// caughtUpTo reports whether the writer has answered every write due
+// before t.
+func (w *steadyWriter) caughtUpTo(t time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return len(w.samples) > 0 && !w.samples[len(w.samples)-1].due.Before(t)
+}
+
+// window is what the writes of a span of time saw.
+type window struct {
+	took    []time.Duration // of the writes that began in the span and succeeded
+	errs    []error         // of the writes that began in the span and failed
+	fromDue []time.Duration // of the writes due in the span that succeeded
+}
+
+// between returns the writes of [from, to). A writer that fell behind its
+// schedule begins writes in a span that were due before it.
+func (w *steadyWriter) between(from, to time.Time) window {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var win window
 	for _, s := range w.samples {
-		if s.at.Before(from) || !s.at.Before(to) {
-			continue
+		in := func(t time.Time) bool { return !t.Before(from) && t.Before(to) }
+		switch {
+		case in(s.at) && s.err != nil:
+			win.errs = append(win.errs, s.err)
+		case in(s.at):
+			win.took = append(win.took, s.took)
 		}
-		if s.err != nil {
-			errs = append(errs, s.err)
-			continue
+		if in(s.due) && s.err == nil {
+			win.fromDue = append(win.fromDue, s.fromDue)
 		}
-		took = append(took, s.took)
 	}
-	return took, errs
+	return win
 }
 
 // latencies summarizes write latencies as count, p50, p99 and max.
