@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -217,6 +218,15 @@ func (w *steadyWriter) caughtUpTo(t time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.samples) > 0 && !w.samples[len(w.samples)-1].due.Before(t)
+}
+
+// slowest returns the n writes that took longest, slowest first.
+func (w *steadyWriter) slowest(n int) []sample {
+	w.mu.Lock()
+	s := slices.Clone(w.samples)
+	w.mu.Unlock()
+	slices.SortFunc(s, func(a, b sample) int { return cmp.Compare(b.took, a.took) })
+	return s[:min(n, len(s))]
 }
 
 // window is what the writes of a span of time saw.
