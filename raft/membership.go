@@ -165,11 +165,11 @@ func (c *Core) maybeLeaveJoint() {
 func (c *Core) ConfState() raftpb.ConfState { return cloneConfState(c.conf) }
 
 // restoreConfig rebuilds the configuration in New: stored (the snapshot's,
-// or voters when Storage holds none), then every committed EntryConfChange
-// after the snapshot, in order. The outcomes of entries the state machine
-// has not applied are kept for ApplyConfChange to answer when the runtime
-// applies them again.
-func (c *Core) restoreConfig(stored raftpb.ConfState, voters []uint64) error {
+// taken at snapIndex, or voters when Storage holds none), then every
+// committed EntryConfChange after the snapshot, in order. The outcomes of
+// entries the state machine has not applied are kept for ApplyConfChange to
+// answer when the runtime applies them again.
+func (c *Core) restoreConfig(stored raftpb.ConfState, snapIndex uint64, voters []uint64) error {
 	base := cloneConfState(stored)
 	if isEmptyConf(base) {
 		base = raftpb.ConfState{Voters: slices.Sorted(slices.Values(voters))}
@@ -178,8 +178,11 @@ func (c *Core) restoreConfig(stored raftpb.ConfState, voters []uint64) error {
 		return fmt.Errorf("raft: stored configuration %v: %w", base, err)
 	}
 	c.switchConfig(base)
-	c.confIndex = c.log.firstIndex() - 1
-	for lo := c.log.firstIndex(); lo <= c.log.committed; {
+	// The snapshot holds every change up to its index, even those in
+	// entries the store kept from before it for lagging followers:
+	// applied again, "add learner 4" would demote voter 4.
+	c.confIndex = max(c.log.firstIndex()-1, snapIndex)
+	for lo := c.confIndex + 1; lo <= c.log.committed; {
 		ents, err := c.log.slice(lo, c.log.committed+1, c.cfg.MaxCommittedSizePerReady)
 		if err != nil {
 			return fmt.Errorf("raft: read committed entries from %d for their configuration changes: %w", lo, err)

@@ -653,6 +653,35 @@ func TestRestartRebuildsConfigurationFromLog(t *testing.T) {
 	}
 }
 
+// A snapshot's configuration already holds every change up to its index.
+// Stores keep a few entries from before the snapshot for lagging followers
+// (MemoryStorage after a short Compact, the node's storage by design), so
+// New must replay only the changes after the snapshot, not those after the
+// first stored entry: applied twice, "add learner 4" demotes voter 4.
+func TestRestartFromSnapshotWithOlderEntriesKept(t *testing.T) {
+	nw := newBootstrappedNetwork(t, 3)
+	nw.elect(1)
+	nw.join(4)
+	nw.change(1, addLearner(4))
+	nw.change(1, addVoter(4))
+	nw.propose(1, "x")
+	nw.stabilize()
+	want := conf(nodes(1, 2, 3, 4), nil, nil, nil)
+	nw.checkConf(want, 3)
+
+	n3 := nw.nodes[3]
+	last, _ := n3.storage.LastIndex()
+	if _, err := n3.storage.CreateSnapshot(last, &want, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := n3.storage.Compact(1); err != nil { // keeps 2..last: every change
+		t.Fatal(err)
+	}
+	n3.cfg.Applied = last
+	nw.start(3, n3.cfg, n3.storage)
+	nw.checkConf(want, 3)
+}
+
 func TestForwardedConfChange(t *testing.T) {
 	nw := newBootstrappedNetwork(t, 3)
 	nw.elect(1)

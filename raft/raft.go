@@ -153,7 +153,11 @@ func New(cfg Config) (*Core, error) {
 		cfg:          cfg,
 		appliedIndex: log.applied,
 	}
-	if err := c.restoreConfig(cs, cfg.Voters); err != nil {
+	snap, err := cfg.Storage.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("raft: read the snapshot the stored configuration belongs to: %w", err)
+	}
+	if err := c.restoreConfig(cs, snap.Metadata.Index, cfg.Voters); err != nil {
 		return nil, err
 	}
 	if cfg.ReadOnlyOption == ReadOnlyLeaseBased {

@@ -24,11 +24,13 @@ var (
 // to between calls of the core, but the core itself calls them from one
 // goroutine.
 //
-// Indexes: entries (FirstIndex-1, LastIndex] are available; the entry at
-// FirstIndex-1 is the last one covered by the snapshot, and only its term is
-// known (Term(FirstIndex-1) succeeds).
+// Indexes: entries (FirstIndex-1, LastIndex] are available, and only the
+// term of the entry at FirstIndex-1 is known (Term(FirstIndex-1) succeeds).
+// The snapshot covers at least up to FirstIndex-1; a store may keep entries
+// it covers (for lagging followers), so its index may be higher.
 type Storage interface {
-	// InitialState returns the persisted hard state and membership.
+	// InitialState returns the persisted hard state and membership: the
+	// snapshot's ConfState.
 	InitialState() (raftpb.HardState, raftpb.ConfState, error)
 	// Entries returns entries [lo, hi), at least one if any is in range,
 	// and no more than maxSize bytes (by Entry.Size) beyond the first.
@@ -39,6 +41,7 @@ type Storage interface {
 	FirstIndex() (uint64, error)
 	// LastIndex returns the index of the last entry.
 	LastIndex() (uint64, error)
-	// Snapshot returns the most recent snapshot.
+	// Snapshot returns the most recent snapshot. New reads it once (for
+	// the index its ConfState belongs to) and fails on any error.
 	Snapshot() (raftpb.Snapshot, error)
 }
