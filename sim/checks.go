@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"slices"
 
 	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/raft/raftpb"
@@ -20,6 +21,7 @@ const (
 	RuleDurability         = "durability"           // what is committed or applied is on disk
 	RuleReadIndex          = "linearizable read"    // a read index covers every earlier commit
 	RuleLinearizable       = "linearizability"      // kv clients' history is linearizable
+	RuleMembership         = "membership"           // configurations agree; removed and non-voting nodes keep out
 	RuleContract           = "core contract"        // Ready, Step and New behave as documented
 	RuleLiveness           = "liveness"             // after healing, a leader commits a proposal
 )
@@ -61,19 +63,40 @@ type checker struct {
 	stale    []bool
 	allStale bool
 
-	snapshots map[uint64]uint64 // snapshot index -> hash of its data
-	reads     map[uint64]uint64 // read id -> the lowest index that answers it linearizably
-	maxCommit uint64            // highest commit index any node has reported
+	snapshots map[uint64]uint64 // snapshot index -> hash of its data and configuration
+
+	// confs maps the index of every conf change entry any node applied to
+	// the outcome; every node must come to the same one. latestConf is
+	// the outcome at the highest such index: the configuration in effect
+	// now. changes counts them, the bootstrap aside.
+	confs      map[uint64]confOutcome
+	latestConf uint64
+	changes    uint64
+	// members lists every node some configuration ever listed; removed,
+	// those that learned they were removed (and were not added back).
+	members, removed map[uint64]bool
+	reads            map[uint64]uint64 // read id -> the lowest index that answers it linearizably
+	maxCommit        uint64            // highest commit index any node has reported
 
 	err *Violation
 }
 
 // nodeHistory is what the checker remembers of one node across crashes.
 type nodeHistory struct {
-	term, commit uint64           // last seen in Status, this incarnation
+	term, commit uint64 // last seen in Status, this incarnation
+	vote         uint64 // last seen in Status
+	// removedReady: the node knew it was removed when its runtime took a
+	// Ready, so every message of its later Readies was made knowing it.
+	removedReady bool
 	hs           raftpb.HardState // last persisted
 	nextApply    uint64           // the index the state machine must apply next
 	recorded     uint64           // durable commits recorded into checker.committed up to here
+}
+
+// confOutcome is what applying one conf change entry led to.
+type confOutcome struct {
+	conf    raftpb.ConfState
+	invalid bool // the core refused it: the configuration stayed as it was
 }
 
 type logKey struct {
@@ -96,6 +119,9 @@ func newChecker(disks []*raft.MemoryStorage) *checker {
 		firstSeen: map[uint64]uint64{},
 		snapshots: map[uint64]uint64{},
 		reads:     map[uint64]uint64{},
+		confs:     map[uint64]confOutcome{},
+		members:   map[uint64]bool{},
+		removed:   map[uint64]bool{},
 	}
 	for i := range k.nodes {
 		k.nodes[i].nextApply = 1
@@ -142,8 +168,91 @@ func (k *checker) observe(id uint64, st raft.Status) {
 	if st.Applied > st.Commit {
 		k.failf(RuleContract, "node %d applied %d past its commit index %d", id, st.Applied, st.Commit)
 	}
-	n.term, n.commit = st.Term, st.Commit
+	k.observeMembership(id, st)
+	n.term, n.commit, n.vote = st.Term, st.Commit, st.Vote
 	k.maxCommit = max(k.maxCommit, st.Commit)
+}
+
+// observeMembership checks a node's role against its configuration: only a
+// voter campaigns or leads, and a node that knows it was removed takes no
+// part until a configuration lists it again.
+func (k *checker) observeMembership(id uint64, st raft.Status) {
+	h := &k.nodes[id-1]
+	if k.removed[id] && st.Vote != raftpb.None && (st.Vote != h.vote || st.Term != h.term) {
+		k.failf(RuleMembership, "node %d votes for %d in term %d after it learned it was removed", id, st.Vote, st.Term)
+	}
+	switch {
+	case st.Removed:
+		k.removed[id] = true
+	case k.removed[id] && isMember(st.Config, id):
+		// Added back: what it sends from now on is a member's again
+		// (and its next Ready may mix both, so it is not checked).
+		delete(k.removed, id)
+		h.removedReady = false
+	}
+	if st.Role == raft.Follower {
+		return
+	}
+	switch {
+	case k.removed[id]:
+		k.failf(RuleMembership, "node %d is %v in term %d after it learned it was removed", id, st.Role, st.Term)
+	case !isVoter(st.Config, id):
+		k.failf(RuleMembership, "node %d is %v in term %d but is not a voter of its configuration %v", id, st.Role, st.Term, st.Config)
+	}
+}
+
+// isVoter reports whether id votes in cs (in either half, when joint).
+func isVoter(cs raftpb.ConfState, id uint64) bool {
+	return slices.Contains(cs.Voters, id) || slices.Contains(cs.VotersOutgoing, id)
+}
+
+// isMember reports whether cs lists id in any role.
+func isMember(cs raftpb.ConfState, id uint64) bool {
+	return isVoter(cs, id) || slices.Contains(cs.Learners, id) || slices.Contains(cs.LearnersNext, id)
+}
+
+// confApplied checks the outcome of node id applying the conf change entry
+// at index, coming from configuration prev: every node must reach the same
+// one, and a node that applies a configuration without itself, having been
+// in prev, must say it is removed (st: its Status now; after a restart the
+// core already runs the last configuration of its log, and answers entries
+// applied again with what they led to).
+func (k *checker) confApplied(id, index uint64, prev raftpb.ConfState, out confOutcome, st raft.Status) {
+	current := slices.Equal(confKey(st.Config), confKey(out.conf))
+	if !out.invalid && current && isMember(prev, id) && !isMember(out.conf, id) && !st.Removed {
+		k.failf(RuleMembership, "node %d applied %v at %d, which leaves it out, but does not say it is removed", id, out.conf, index)
+	}
+	if old, ok := k.confs[index]; ok {
+		if old.invalid != out.invalid || !slices.Equal(confKey(old.conf), confKey(out.conf)) {
+			k.failf(RuleMembership, "node %d applied the conf change at %d as %v (refused: %t), another node as %v (refused: %t)",
+				id, index, out.conf, out.invalid, old.conf, old.invalid)
+		}
+		return
+	}
+	k.confs[index] = out
+	k.latestConf = max(k.latestConf, index)
+	if index > 1 {
+		k.changes++
+	}
+	for _, l := range [][]uint64{out.conf.Voters, out.conf.VotersOutgoing, out.conf.Learners, out.conf.LearnersNext} {
+		for _, m := range l {
+			k.members[m] = true
+		}
+	}
+}
+
+// current returns the configuration in effect: the outcome of the highest
+// conf change any node applied.
+func (k *checker) current() raftpb.ConfState { return k.confs[k.latestConf].conf }
+
+// confKey flattens a configuration for comparison.
+func confKey(cs raftpb.ConfState) []uint64 {
+	var key []uint64
+	for _, l := range [][]uint64{cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext} {
+		key = append(key, uint64(len(l)))
+		key = append(key, l...)
+	}
+	return key
 }
 
 // leads records that node id acted as the leader of term.
@@ -160,8 +269,13 @@ func (k *checker) leads(id, term uint64) {
 func (k *checker) restarted(id, applied uint64, st raft.Status) {
 	n := &k.nodes[id-1]
 	// What was persisted is the floor: the node may not come back below it.
-	n.term, n.commit = n.hs.Term, n.hs.Commit
+	n.term, n.commit, n.vote = n.hs.Term, n.hs.Commit, n.hs.Vote
 	n.nextApply = applied + 1
+	// What a node knows of its removal is what its core says from now on:
+	// one rebuilt from a snapshot that no longer lists it cannot tell it
+	// from a node about to join (and may vote again, which is safe).
+	delete(k.removed, id)
+	n.removedReady = false
 	k.observe(id, st)
 }
 
@@ -178,6 +292,9 @@ func (k *checker) ready(id uint64, n int, rd *raft.Ready) {
 	for _, msgs := range [][]raftpb.Message{rd.Messages, rd.MessagesAfterPersist} {
 		for _, m := range msgs {
 			k.message(id, n, m)
+			if h.removedReady {
+				k.removedSends(id, m)
+			}
 			switch m.Type {
 			case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap, raftpb.MsgTimeoutNow:
 				// Only a leader sends these: even a leadership too
@@ -186,6 +303,7 @@ func (k *checker) ready(id uint64, n int, rd *raft.Ready) {
 			}
 		}
 	}
+	h.removedReady = k.removed[id]
 	changed := !rd.HardState.IsEmpty() && (rd.HardState.Term != h.hs.Term || rd.HardState.Vote != h.hs.Vote)
 	if (changed || len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty()) && !rd.MustSync {
 		k.failf(RuleContract, "node %d's Ready needs a sync (hard state %+v, %d entries) but MustSync is false", id, rd.HardState, len(rd.Entries))
@@ -193,6 +311,19 @@ func (k *checker) ready(id uint64, n int, rd *raft.Ready) {
 	for i := 1; i < len(rd.Entries); i++ {
 		if rd.Entries[i].Index != rd.Entries[i-1].Index+1 {
 			k.failf(RuleContract, "node %d's Ready.Entries skip from %d to %d", id, rd.Entries[i-1].Index, rd.Entries[i].Index)
+		}
+	}
+}
+
+// removedSends checks a message a node made after it learned it was
+// removed: it may answer, but never grant a vote or ask for one.
+func (k *checker) removedSends(id uint64, m raftpb.Message) {
+	switch m.Type {
+	case raftpb.MsgVote, raftpb.MsgPreVote:
+		k.failf(RuleMembership, "node %d campaigns (%v) after it learned it was removed", id, m)
+	case raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
+		if !m.Reject {
+			k.failf(RuleMembership, "node %d grants a vote (%v) after it learned it was removed", id, m)
 		}
 	}
 }
@@ -353,8 +484,11 @@ func (k *checker) snapshot(id uint64, s raftpb.Snapshot) {
 	idx := s.Metadata.Index
 	sum := fnv.New64a()
 	sum.Write(s.Data)
+	for _, v := range confKey(s.Metadata.ConfState) {
+		sum.Write(binary.BigEndian.AppendUint64(nil, v))
+	}
 	if old, ok := k.snapshots[idx]; ok && old != sum.Sum64() {
-		k.failf(RuleStateMachine, "node %d's snapshot at %d differs from an earlier snapshot at that index", id, idx)
+		k.failf(RuleStateMachine, "node %d's snapshot at %d differs from an earlier snapshot at that index (data or configuration %v)", id, idx, s.Metadata.ConfState)
 	}
 	k.snapshots[idx] = sum.Sum64()
 	if idx <= uint64(len(k.committed)) && k.committed[idx-1].term != s.Metadata.Term {

@@ -61,9 +61,9 @@ func (h *harness) wantRule(rule string) {
 
 func TestCheckerElectionSafety(t *testing.T) {
 	h := newHarness(t, 3)
-	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader})
+	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader, Config: founders})
 	h.k.observe(1, raft.Status{ID: 1, Term: 3, Role: raft.Follower})
-	h.k.observe(2, raft.Status{ID: 2, Term: 3, Role: raft.Leader})
+	h.k.observe(2, raft.Status{ID: 2, Term: 3, Role: raft.Leader, Config: founders})
 	h.wantRule("")
 	// Node 3 never shows as leader of term 2, but it sends a heartbeat.
 	h.k.ready(3, 3, &raft.Ready{Messages: []raftpb.Message{{Type: raftpb.MsgHeartbeat, From: 3, To: 1, Term: 2}}})
@@ -71,7 +71,7 @@ func TestCheckerElectionSafety(t *testing.T) {
 
 	// A follower that follows someone other than its term's leader.
 	h = newHarness(t, 3)
-	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader, Lead: 1})
+	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader, Lead: 1, Config: founders})
 	h.k.observe(2, raft.Status{ID: 2, Term: 2, Role: raft.Follower, Lead: 3})
 	h.wantRule(RuleElectionSafety)
 }
@@ -150,7 +150,7 @@ func TestCheckerDurability(t *testing.T) {
 
 func TestCheckerReadIndex(t *testing.T) {
 	h := newHarness(t, 1)
-	h.k.observe(1, raft.Status{ID: 1, Term: 1, Commit: 5, Role: raft.Leader})
+	h.k.observe(1, raft.Status{ID: 1, Term: 1, Commit: 5, Role: raft.Leader, Config: founders})
 	h.k.readIssued(7)
 	h.k.readAnswered(1, raft.ReadState{Index: 5, Context: binary.BigEndian.AppendUint64(nil, 7)})
 	h.wantRule("")
@@ -166,4 +166,58 @@ func TestCheckerReadyContract(t *testing.T) {
 	h = newHarness(t, 3)
 	h.k.ready(1, 3, &raft.Ready{Entries: ents(1), MustSync: false})
 	h.wantRule(RuleContract)
+}
+
+// founders is the configuration of the harness's three nodes.
+var founders = raftpb.ConfState{Voters: []uint64{1, 2, 3}}
+
+func TestCheckerMembership(t *testing.T) {
+	// Only a voter of its own configuration campaigns or leads.
+	h := newHarness(t, 4)
+	h.k.observe(4, raft.Status{ID: 4, Term: 2, Role: raft.Candidate, Config: raftpb.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}})
+	h.wantRule(RuleMembership)
+	h = newHarness(t, 4)
+	joint := raftpb.ConfState{Voters: []uint64{2, 3, 4}, VotersOutgoing: []uint64{1, 2, 3}}
+	h.k.observe(1, raft.Status{ID: 1, Term: 2, Role: raft.Leader, Config: joint})
+	h.wantRule("") // a voter of the configuration being left still leads
+
+	// A node that knows it was removed votes for nobody...
+	h = newHarness(t, 3)
+	left := raftpb.ConfState{Voters: []uint64{1, 2}}
+	h.k.observe(3, raft.Status{ID: 3, Term: 2, Config: left, Removed: true})
+	h.k.observe(3, raft.Status{ID: 3, Term: 3, Vote: 1, Config: left, Removed: true})
+	h.wantRule(RuleMembership)
+	// ... and grants no pre-vote in a Ready it made knowing it.
+	h = newHarness(t, 3)
+	h.k.observe(3, raft.Status{ID: 3, Term: 2, Config: left, Removed: true})
+	grant := raft.Ready{MessagesAfterPersist: []raftpb.Message{{Type: raftpb.MsgPreVoteResp, From: 3, To: 1, Term: 3}}}
+	h.k.ready(3, 3, &grant) // made (perhaps) before it knew: not checked
+	h.wantRule("")
+	h.k.ready(3, 3, &grant)
+	h.wantRule(RuleMembership)
+	// Added back, it takes part again.
+	h = newHarness(t, 3)
+	h.k.observe(3, raft.Status{ID: 3, Term: 2, Config: left, Removed: true})
+	h.k.observe(3, raft.Status{ID: 3, Term: 2, Config: founders})
+	h.k.observe(3, raft.Status{ID: 3, Term: 3, Vote: 1, Config: founders})
+	h.wantRule("")
+}
+
+func TestCheckerConfigurationAgreement(t *testing.T) {
+	h := newHarness(t, 3)
+	next := raftpb.ConfState{Voters: []uint64{1, 2}}
+	h.k.confApplied(1, 5, founders, confOutcome{conf: next}, raft.Status{Config: next})
+	h.k.confApplied(2, 5, founders, confOutcome{conf: next}, raft.Status{Config: next})
+	h.wantRule("")
+	if got := h.k.current(); !got.Equal(next) {
+		t.Fatalf("configuration in effect: got %v, want %v", got, next)
+	}
+	// Node 3 applies its own removal without saying so.
+	h.k.confApplied(3, 5, founders, confOutcome{conf: next}, raft.Status{Config: next})
+	h.wantRule(RuleMembership)
+
+	h = newHarness(t, 3)
+	h.k.confApplied(1, 5, founders, confOutcome{conf: next}, raft.Status{Config: next})
+	h.k.confApplied(2, 5, founders, confOutcome{conf: founders, invalid: true}, raft.Status{Config: founders})
+	h.wantRule(RuleMembership)
 }

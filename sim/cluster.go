@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/anishathalye/porcupine"
@@ -37,6 +38,11 @@ type Stats struct {
 	// Reads counts read indexes answered; Ops counts kv client
 	// operations answered.
 	Installed, Reads, Ops uint64
+	// Changes counts membership changes applied (the bootstrap aside,
+	// leaving a joint configuration included); Joined counts nodes that
+	// became members after the start, Removed members that the final
+	// configuration no longer lists.
+	Changes, Joined, Removed uint64
 	// RecoveryTicks is how long, after healing, the first proposal took to
 	// commit.
 	RecoveryTicks int64
@@ -53,6 +59,9 @@ func (s *Stats) Add(o Stats) {
 	s.Installed += o.Installed
 	s.Reads += o.Reads
 	s.Ops += o.Ops
+	s.Changes += o.Changes
+	s.Joined += o.Joined
+	s.Removed += o.Removed
 	s.RecoveryTicks = max(s.RecoveryTicks, o.RecoveryTicks)
 }
 
@@ -85,6 +94,12 @@ func (o Options) String() string {
 	c := o.Raft
 	s := fmt.Sprintf("%d nodes, mix %q, election %d ticks, heartbeat %d, prevote=%t checkquorum=%t, msg %dB x %d inflight, %d chaos ticks",
 		o.Nodes, o.Mix.Name, c.ElectionTicks, c.HeartbeatTicks, c.PreVote, c.CheckQuorum, c.MaxSizePerMsg, c.MaxInflightMsgs, o.ChaosTicks)
+	if o.ChangeEvery > 0 {
+		s += fmt.Sprintf(", membership change every %d ticks (up to %d joiners)", o.ChangeEvery, o.Joiners)
+		if o.MajorityChanges {
+			s += ", majorities moved at once"
+		}
+	}
 	if o.Clients > 0 {
 		s += fmt.Sprintf(", %d kv clients", o.Clients)
 	}
@@ -111,6 +126,15 @@ func Run(seed uint64, opts Options) Result {
 	res.Stats.Steps = c.step
 	res.Stats.Elections = uint64(len(c.check.leaders))
 	res.Stats.Commits = uint64(len(c.check.committed))
+	res.Stats.Changes = c.check.changes
+	for id := range c.check.members {
+		if id > uint64(opts.Nodes) {
+			res.Stats.Joined++
+		}
+		if !isMember(c.check.current(), id) {
+			res.Stats.Removed++
+		}
+	}
 	if v := c.check.err; v != nil {
 		res.Failure = &Failure{Violation: v, Step: c.step, Tick: float64(c.now) / TickInterval, Trace: c.trace.String(), State: c.describe()}
 	}
@@ -125,8 +149,9 @@ type cluster struct {
 	step  uint64     // events carried out so far
 	queue eventQueue
 	net   *Network
+	// nodes are every node that exists or may join, by id: founders
+	// first, then the joiners' slots.
 	nodes []*node
-	ids   []uint64
 	check *checker
 	trace *trace
 	stats Stats
@@ -145,7 +170,7 @@ type cluster struct {
 	// a slow configuration is not buried under an endless backlog.
 	// markers maps the data of each proposal made after healing to the
 	// nodes (a bitmask) that applied it; committed is set once one reached
-	// a majority, live once one reached every node.
+	// a majority of the voters, live once one reached every member.
 	seq             uint64
 	pending         map[uint64]int64
 	markers         map[string]uint64
@@ -161,31 +186,28 @@ type cluster struct {
 }
 
 func newCluster(seed uint64, opts Options) *cluster {
+	slots := opts.Nodes + opts.Joiners
 	c := &cluster{
 		opts:    opts,
 		rng:     seededRand(seed, streamRun),
-		net:     NewNetwork(opts.Nodes, opts.Mix.Link),
+		net:     NewNetwork(slots, opts.Mix.Link),
 		trace:   newTrace(opts.TraceSteps),
 		markers: map[string]uint64{},
 		pending: map[uint64]int64{},
 		healAt:  int64(opts.ChaosTicks) * TickInterval,
 	}
-	disks := make([]*raft.MemoryStorage, opts.Nodes)
-	for i := range opts.Nodes {
-		id := uint64(i + 1)
+	disks := make([]*raft.MemoryStorage, slots)
+	for i := range slots {
 		disks[i] = raft.NewMemoryStorage()
-		c.ids = append(c.ids, id)
 		c.nodes = append(c.nodes, &node{
-			id:     id,
+			id:     uint64(i + 1),
 			disk:   disks[i],
 			sm:     opts.NewStateMachine(),
 			period: TickInterval - 5 + c.rng.Int64N(11), // clocks drift apart
 		})
 	}
 	c.check = newChecker(disks)
-	for _, n := range c.nodes {
-		c.start(n)
-	}
+	c.bootstrap()
 	c.schedule(event{at: TickInterval, kind: evChaos})
 	c.schedule(event{at: c.rng.Int64N(opts.Mix.ProposeEvery + 1), kind: evPropose})
 	if opts.Mix.ReadEvery > 0 {
@@ -522,7 +544,7 @@ func (c *cluster) chaos() {
 		c.propose(c.leaderOrRandom(), true)
 		return
 	}
-	if len(m.Partitions) > 0 {
+	if len(m.Partitions) > 0 || c.partitionEnds != 0 {
 		c.partitions()
 	}
 	if m.CrashEvery > 0 && c.rng.IntN(m.CrashEvery) == 0 {
@@ -551,6 +573,9 @@ func (c *cluster) chaos() {
 			c.disturb(n)
 		}
 	}
+	if c.opts.ChangeEvery > 0 && c.rng.IntN(c.opts.ChangeEvery) == 0 {
+		c.changeMembership()
+	}
 }
 
 // partitions alternates a connected network and partitions. A partition
@@ -565,7 +590,7 @@ func (c *cluster) partitions() {
 		c.note(0, "NETWORK healed")
 		c.partitionEnds = 0
 		c.nextPartition = c.now + c.rng.Int64N(int64(2*m.PartitionEvery)+1)*TickInterval
-	case c.partitionEnds == 0 && c.now >= c.nextPartition:
+	case c.partitionEnds == 0 && c.now >= c.nextPartition && len(m.Partitions) > 0:
 		c.stats.Partitions++
 		kind := m.Partitions[c.rng.IntN(len(m.Partitions))]
 		desc := c.net.Partition(c.rng, kind, c.victim())
@@ -575,6 +600,14 @@ func (c *cluster) partitions() {
 		c.note(0, "NETWORK %s", desc)
 		c.partitionEnds = c.now + (1+c.rng.Int64N(int64(4*c.opts.Raft.ElectionTicks)))*TickInterval
 	}
+}
+
+// splitOff cuts ids off from the rest of the cluster for a while, as a
+// partition would.
+func (c *cluster) splitOff(ids []uint64, why string) {
+	c.stats.Partitions++
+	c.note(0, "NETWORK %s (%s)", c.net.SplitOff(ids), why)
+	c.partitionEnds = c.now + (1+c.rng.Int64N(int64(4*c.opts.Raft.ElectionTicks)))*TickInterval
 }
 
 // compact snapshots a node's state machine and drops the log it covers,
@@ -590,7 +623,7 @@ func (c *cluster) compact(n *node) {
 		c.check.failf(RuleContract, "node %d's state machine cannot snapshot: %v", n.id, err)
 		return
 	}
-	snap, err := n.disk.CreateSnapshot(n.applied, &raftpb.ConfState{Voters: c.ids}, data)
+	snap, err := n.disk.CreateSnapshot(n.applied, &n.conf, data)
 	if err != nil {
 		c.check.failf(RuleContract, "node %d cannot snapshot at applied index %d: %v", n.id, n.applied, err)
 		return
@@ -606,14 +639,13 @@ func (c *cluster) compact(n *node) {
 	c.note(n.id, "SNAPSHOT at %d, log compacted up to %d", n.applied, to)
 }
 
-// disturb forces a leadership change: a transfer if n leads, otherwise an
-// immediate campaign.
+// disturb forces a leadership change: a transfer if n leads (to another
+// member: a learner must refuse), otherwise an immediate campaign.
 func (c *cluster) disturb(n *node) {
-	if n.role == raft.Leader && len(c.nodes) > 1 {
-		to := c.ids[c.rng.IntN(len(c.ids))]
-		if to == n.id {
-			to = c.ids[(int(to))%len(c.ids)]
-		}
+	cs := n.core.ConfState()
+	others := slices.DeleteFunc(slices.Concat(cs.Voters, cs.Learners), func(id uint64) bool { return id == n.id })
+	if n.role == raft.Leader && len(others) > 0 {
+		to := others[c.rng.IntN(len(others))]
 		c.note(n.id, "TRANSFER leadership to %d", to)
 		n.core.TransferLeadership(to)
 	} else {
@@ -623,14 +655,16 @@ func (c *cluster) disturb(n *node) {
 	c.touched(n)
 }
 
-// leader returns the id of a live node that believes it leads, or 0.
+// leader returns the id of the live node that believes it leads in the
+// highest term, or 0. (A deposed leader may not know it yet.)
 func (c *cluster) leader() uint64 {
+	var id, term uint64
 	for _, n := range c.nodes {
-		if n.core != nil && n.role == raft.Leader {
-			return n.id
+		if n.core != nil && n.role == raft.Leader && (id == 0 || n.term > term) {
+			id, term = n.id, n.term
 		}
 	}
-	return 0
+	return id
 }
 
 func (c *cluster) leaderOrRandom() *node { return c.nodeOrRandom(c.leader()) }
@@ -658,11 +692,11 @@ func (c *cluster) heal() {
 	c.healed = true
 	c.net.Heal()
 	c.net.Faults = LinkFaults{MinDelay: c.opts.Mix.Link.MinDelay, MaxDelay: c.opts.Mix.Link.MaxDelay}
-	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks, then reach every node", c.opts.LivenessTicks)
+	c.note(0, "HEAL: network whole and lossless, crashed nodes restart; a new proposal must commit within %d ticks, then reach every member", c.opts.LivenessTicks)
 	for _, n := range c.nodes {
 		n.crashArmed, n.pausedUntil = false, 0
 		n.crashAt = readydrive.Idle
-		if n.core == nil {
+		if n.born && n.core == nil {
 			c.start(n)
 		}
 	}
@@ -677,9 +711,9 @@ func (c *cluster) lagging() []uint64 {
 		}
 	}
 	var out []uint64
-	for _, id := range c.ids {
-		if best&(1<<(id-1)) == 0 {
-			out = append(out, id)
+	for id := range uint64(len(c.nodes)) {
+		if members(c.check.current())&^best&(1<<id) != 0 {
+			out = append(out, id+1)
 		}
 	}
 	return out
@@ -694,15 +728,23 @@ func (c *cluster) describe() string {
 		lastTerm, _ := n.disk.Term(last)
 		hs, _, _ := n.disk.InitialState()
 		fmt.Fprintf(&sb, "  n%d: ", n.id)
-		if n.core == nil {
+		switch {
+		case !n.born:
+			sb.WriteString("never started\n")
+			continue
+		case n.core == nil:
 			sb.WriteString("DOWN")
-		} else {
+		default:
 			st := n.core.Status()
-			fmt.Fprintf(&sb, "%v term %d vote %d lead %d commit %d applied %d", st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied)
+			fmt.Fprintf(&sb, "%v term %d vote %d lead %d commit %d applied %d config %v", st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied, st.Config)
+			if st.Removed {
+				sb.WriteString(" REMOVED")
+			}
 		}
 		fmt.Fprintf(&sb, "; disk: log %d..%d (last term %d), hard state t%d vote %d commit %d; state machine at %d\n",
 			first, last, lastTerm, hs.Term, hs.Vote, hs.Commit, n.applied)
 	}
+	fmt.Fprintf(&sb, "  configuration in effect (entry %d): %v\n", c.check.latestConf, c.check.current())
 	fmt.Fprintf(&sb, "  network: %s\n", c.net)
 	return sb.String()
 }

@@ -1,7 +1,7 @@
 // Package sim is a deterministic whole-cluster simulation of raft cores. It
-// runs 1, 3, 5 or 7 nodes in one goroutine, breaks them in every way a real
-// deployment can break, and checks Raft's safety properties after every
-// step. Nothing in it reads a clock or starts a goroutine: one seed decides
+// runs clusters founded with 1, 3, 5 or 7 nodes (which then grow and
+// shrink) in one goroutine, breaks them in every way a real deployment can
+// break, and checks Raft's safety properties after every step. Nothing in it reads a clock or starts a goroutine: one seed decides
 // everything, so any run can be replayed exactly.
 //
 // # The model
@@ -43,10 +43,29 @@
 // hand one out), and forces campaigns and leadership transfers. Half the
 // faults aim at the current leader.
 //
+// # Membership
+//
+// Founders start from raft.Bootstrap, so the configuration lives in the log
+// from entry 1 on; the runtime calls ApplyConfChange for each conf change
+// it applies (and records the result for its snapshots) and AppliedTo once
+// it applied a batch, as the node runtime does. In two runs out of three
+// the fault injector also changes the membership (membership.go): a new
+// node joins empty as a learner, a caught-up learner is promoted, voters
+// are demoted or removed (the leader too), a node is replaced (one change
+// that adds and removes: a joint configuration), and now and then a second
+// change follows right behind the first (a correct leader refuses it while
+// the first is pending); followers forward some changes. By default every
+// change keeps a majority of the voters it starts from; Options.
+// MajorityChanges also moves a majority at once and cuts the removed
+// voters off the moment the change first applies, which is what exposes a
+// core that skips joint consensus. Removed nodes keep running, to show that
+// they keep out.
+//
 // After ChaosTicks the faults stop: the network heals and stops losing
 // messages and crashed nodes restart. Within LivenessTicks a leader must
-// commit a proposal made after healing (a majority applies it), and within
-// CatchUpTicks more every node must have applied it.
+// commit a proposal made after healing (a majority of the voters of the
+// configuration in effect applies it), and within CatchUpTicks more every
+// member must have applied it.
 //
 // # The checks
 //
@@ -58,8 +77,15 @@
 // what is durable and committed); terms and commit indexes that never go
 // back, even across a restart; a persisted vote that never changes within
 // its term; read indexes that cover every commit made before the read was
-// asked; and the Ready contract itself (which messages may leave before
-// persisting, MustSync). Then liveness, as above.
+// asked; the Ready contract itself (which messages may leave before
+// persisting, MustSync); and membership: every node applies each conf
+// change to the same configuration, a node that applies its own removal
+// says so, only a voter of its configuration campaigns or leads, and a node
+// that knows it was removed neither campaigns nor votes (until it is added
+// back). Election safety and the committed log are checked across
+// configurations: at most one leader per term whatever configuration each
+// node is in, and no committed entry lost across changes. Then liveness,
+// as above.
 //
 // # Clients and linearizability
 //
@@ -79,7 +105,7 @@
 //
 // # Not modeled yet
 //
-// Membership changes; disks that lose an unsynced write (every Ready is
+// Disks that lose an unsynced write (every Ready is
 // persisted whole, even when MustSync is false) or tear one; the server's
 // own request path (clients here play its part in-process: they see each
 // node's applied results and read states directly); client sessions

@@ -49,9 +49,13 @@ func (k PartitionKind) String() string {
 // and the fate of every message. It holds no messages itself; the scheduler
 // turns each fate into delivery events. Node ids are 1..n.
 type Network struct {
-	n      int
-	cut    []bool // cut[(from-1)*n+(to-1)]: messages from -> to are lost
-	Faults LinkFaults
+	n   int
+	cut []bool // cut[(from-1)*n+(to-1)]: messages from -> to are lost
+	// present are the nodes partitions are drawn among (nil: all): nodes
+	// that have not joined yet, or have left for good, are left out so
+	// that a partition splits the running cluster.
+	present []uint64
+	Faults  LinkFaults
 }
 
 // NewNetwork returns a fully connected network of n nodes.
@@ -74,6 +78,22 @@ func (nw *Network) Cut(from, to uint64) {
 	}
 }
 
+// SetPresent limits the partitions drawn from now on to the given nodes
+// (nil: all); links to the others keep their state.
+func (nw *Network) SetPresent(ids []uint64) { nw.present = slices.Clone(ids) }
+
+// nodes returns the nodes partitions are drawn among.
+func (nw *Network) nodes() []uint64 {
+	if nw.present != nil {
+		return slices.Clone(nw.present)
+	}
+	ids := make([]uint64, nw.n)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	return ids
+}
+
 // Heal reconnects every link.
 func (nw *Network) Heal() { clear(nw.cut) }
 
@@ -93,15 +113,20 @@ func (nw *Network) Partitioned() bool {
 // end of the cut link), which is how a leader gets cut off. With a single
 // node there is nothing to cut.
 func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind, focus uint64) string {
-	if nw.n < 2 {
+	ids := nw.nodes()
+	if len(ids) < 2 {
 		return "no partition possible with one node"
 	}
+	if !slices.Contains(ids, focus) {
+		focus = 0
+	}
 	if kind == OneWay {
-		from := uint64(rng.IntN(nw.n) + 1)
-		to := uint64(rng.IntN(nw.n-1) + 1)
-		if to >= from {
-			to++
+		i := rng.IntN(len(ids))
+		j := rng.IntN(len(ids) - 1)
+		if j >= i {
+			j++
 		}
+		from, to := ids[i], ids[j]
 		if focus != 0 && focus != from && focus != to {
 			from = focus
 		}
@@ -112,7 +137,7 @@ func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind, focus uint64) s
 		return fmt.Sprintf("one-way cut %d->%d", from, to)
 	}
 	nw.Heal()
-	a, b := nw.split(rng, focus)
+	a, b := split(rng, ids, focus)
 	if kind == Asymmetric && rng.IntN(2) == 0 {
 		a, b = b, a
 	}
@@ -130,19 +155,35 @@ func (nw *Network) Partition(rng *rand.Rand, kind PartitionKind, focus uint64) s
 	return fmt.Sprintf("asymmetric split %v -> %v (replies lost)", a, b)
 }
 
-// split draws two non-empty groups covering all nodes; a focus node goes
-// into the first group, which is then no bigger than the second.
-func (nw *Network) split(rng *rand.Rand, focus uint64) (a, b []uint64) {
-	ids := make([]uint64, nw.n)
-	for i := range ids {
-		ids[i] = uint64(i + 1)
+// SplitOff cuts the given nodes off from the other present ones, both
+// ways, replacing any earlier partition, and describes it.
+func (nw *Network) SplitOff(ids []uint64) string {
+	nw.Heal()
+	var rest []uint64
+	for _, id := range nw.nodes() {
+		if !slices.Contains(ids, id) {
+			rest = append(rest, id)
+		}
 	}
+	for _, x := range ids {
+		for _, y := range rest {
+			nw.Cut(x, y)
+			nw.Cut(y, x)
+		}
+	}
+	return fmt.Sprintf("symmetric split %v | %v", ids, rest)
+}
+
+// split draws two non-empty groups covering ids (which it shuffles); a
+// focus node goes into the first group, which is then no bigger than the
+// second.
+func split(rng *rand.Rand, ids []uint64, focus uint64) (a, b []uint64) {
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-	k := 1 + rng.IntN(nw.n-1)
+	k := 1 + rng.IntN(len(ids)-1)
 	if focus != 0 {
 		i := slices.Index(ids, focus)
 		ids[0], ids[i] = ids[i], ids[0]
-		k = 1 + rng.IntN(nw.n/2)
+		k = 1 + rng.IntN(len(ids)/2)
 	}
 	a, b = slices.Clone(ids[:k]), slices.Clone(ids[k:])
 	slices.Sort(a)

@@ -9,10 +9,29 @@ import (
 // Options describe one run completely: together with the seed they decide
 // everything that happens. Draw derives them from the seed alone.
 type Options struct {
-	Nodes int // cluster size (ids 1..Nodes)
-	Mix   Mix
-	// Raft is every node's raft.Config; the cluster fills in ID, Voters,
-	// Storage, Applied and Rand.
+	// Nodes is the founding cluster's size: ids 1..Nodes, bootstrapped
+	// with raft.Bootstrap.
+	Nodes int
+	// Joiners is how many more nodes (ids Nodes+1..Nodes+Joiners) may join
+	// through membership changes; they start empty.
+	Joiners int
+	// ChangeEvery is the mean number of ticks between membership changes
+	// (membership.go); 0: the membership never changes.
+	ChangeEvery int
+	// MajorityChanges lets a change remove half the voters or more at
+	// once ("move a majority"), and lets followers forward changes that
+	// remove voters (they then apply to whatever configuration is in
+	// effect when they arrive). Off, every change keeps a majority of the
+	// voters it starts from as members. Such changes are correct under
+	// joint consensus, but with the core as it is they can leave the
+	// cluster stuck for good: a voter that never heard that the joint
+	// configuration was left stays in it, and needs votes from the
+	// removed nodes, which refuse every vote (membership.go, liveness).
+	MajorityChanges bool
+	Mix             Mix
+	// Raft is every node's raft.Config; the cluster fills in ID, Storage,
+	// Applied and Rand (Voters stays empty: the configuration is in the
+	// log from the bootstrap on).
 	Raft raft.Config
 	// ChaosTicks is how long faults last before the network heals and every
 	// crashed node restarts. LivenessTicks bounds, from then on, the time
@@ -131,9 +150,17 @@ func Draw(seed uint64) Options {
 		TraceSteps:      50,
 		MaxSteps:        2_000_000,
 	}
+	// Two runs in three change the membership, some of them often.
+	if rng.IntN(3) != 0 {
+		o.Joiners = maxJoiners
+		o.ChangeEvery = 5 + rng.IntN(40)
+	}
 	o.SetBounds()
 	return o
 }
+
+// maxJoiners is how many nodes may join a run that changes its membership.
+const maxJoiners = 4
 
 // DrawKV derives a run's options like Draw, with kv stores as state
 // machines and a few clients whose history is checked.

@@ -3,7 +3,6 @@ package sim
 import (
 	"encoding/binary"
 	"errors"
-	"math/bits"
 	"math/rand/v2"
 
 	"github.com/raftkv/raftkv/raft"
@@ -26,6 +25,12 @@ type node struct {
 	disk    *raft.MemoryStorage
 	sm      StateMachine
 	applied uint64 // last index sm has applied
+	// conf is the configuration as of applied, which snapshots of sm
+	// carry; it survives a crash with sm.
+	conf raftpb.ConfState
+	// born: the node has started once (a joiner's slot is empty until a
+	// change adds it).
+	born bool
 	// inc counts incarnations: a crash bumps it so that events meant for
 	// the previous one (ticks, a pending Ready) are dropped.
 	inc    uint64
@@ -55,7 +60,7 @@ func (c *cluster) start(n *node) {
 		// A state machine either persists itself (and survives with
 		// what it applied) or is rebuilt from the latest snapshot.
 		if c.rng.IntN(2) == 0 {
-			n.sm, n.applied = c.opts.NewStateMachine(), 0
+			n.sm, n.applied, n.conf = c.opts.NewStateMachine(), 0, raftpb.ConfState{}
 		}
 		snap, _ := n.disk.Snapshot()
 		if snap.Metadata.Index > n.applied {
@@ -63,18 +68,20 @@ func (c *cluster) start(n *node) {
 				c.check.failf(RuleDurability, "node %d cannot restore its snapshot at %d: %v", n.id, snap.Metadata.Index, err)
 				return
 			}
-			n.applied = snap.Metadata.Index
+			n.applied, n.conf = snap.Metadata.Index, snap.Metadata.ConfState
 		}
 	}
 	cfg := c.opts.Raft
-	cfg.ID, cfg.Voters, cfg.Applied = n.id, c.ids, n.applied
-	cfg.Storage = &busyDisk{MemoryStorage: n.disk, c: c}
+	cfg.ID, cfg.Applied = n.id, n.applied
+	disk := &busyDisk{MemoryStorage: n.disk, c: c}
+	cfg.Storage = disk
 	cfg.Rand = rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
 	core, err := raft.New(cfg)
 	if err != nil {
 		c.check.failf(RuleContract, "node %d cannot start from its disk: %v", n.id, err)
 		return
 	}
+	disk.busy = c.opts.Mix.CompactEvery > 0
 	n.core = core
 	n.drive = readydrive.New(core, nodeRuntime{c, n})
 	st := core.Status()
@@ -231,7 +238,7 @@ func (r nodeRuntime) Apply(rd *raft.Ready) error {
 			c.check.failf(RuleContract, "node %d cannot restore the snapshot at %d: %v", n.id, s.Metadata.Index, err)
 			return nil
 		}
-		n.applied = s.Metadata.Index
+		n.applied, n.conf = s.Metadata.Index, s.Metadata.ConfState
 		c.check.restored(n.id, n.applied)
 		c.stats.Installed++
 	}
@@ -242,6 +249,10 @@ func (r nodeRuntime) Apply(rd *raft.Ready) error {
 			c.check.failf(RuleContract, "node %d's state machine refused %d/%d: %v", n.id, e.Index, e.Term, err)
 		}
 		n.applied = e.Index
+		if e.Type == raftpb.EntryConfChange {
+			c.applyConfChange(n, e)
+			continue
+		}
 		if c.clients != nil {
 			c.appliedByClient(n, e)
 		}
@@ -251,13 +262,11 @@ func (r nodeRuntime) Apply(rd *raft.Ready) error {
 		if mask, ok := c.markers[string(e.Data)]; ok && len(e.Data) > 0 {
 			mask |= 1 << (n.id - 1)
 			c.markers[string(e.Data)] = mask
-			if !c.committed && bits.OnesCount64(mask) > len(c.nodes)/2 {
-				c.committed = true
-				c.stats.RecoveryTicks = (c.now - c.healAt) / TickInterval
-			}
-			c.live = mask == 1<<len(c.nodes)-1
+			c.markerApplied(mask)
 		}
 	}
+	// Really applied: the core may now let the next conf change through.
+	n.core.AppliedTo(n.applied)
 	for _, rs := range rd.ReadStates {
 		c.check.readAnswered(n.id, rs)
 		c.stats.Reads++
@@ -273,14 +282,16 @@ func (r nodeRuntime) Apply(rd *raft.Ready) error {
 
 // busyDisk is the storage a core reads through. Like a runtime that
 // writes snapshots in the background, it now and then has none ready yet,
-// once snapshots are in play.
+// once snapshots are in play (busy) and the core runs: New reads the
+// snapshot's index before anything writes in the background.
 type busyDisk struct {
 	*raft.MemoryStorage
-	c *cluster
+	c    *cluster
+	busy bool
 }
 
 func (d *busyDisk) Snapshot() (raftpb.Snapshot, error) {
-	if d.c.opts.Mix.CompactEvery > 0 && d.c.rng.IntN(4) == 0 {
+	if d.busy && d.c.rng.IntN(4) == 0 {
 		return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
 	}
 	return d.MemoryStorage.Snapshot()

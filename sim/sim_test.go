@@ -18,6 +18,7 @@ var (
 	seedFlag     = flag.String("seed", "", "run only this seed and print its trace (replays a failure)")
 	seedsFlag    = flag.Int("sim.seeds", 2000, "seeds TestSim and TestKnobs run (300 with -short)")
 	durationFlag = flag.Duration("sim.duration", 0, "soak: TestSim and TestKV run fresh seeds for this long instead")
+	majorityFlag = flag.Bool("sim.majoritychanges", false, "TestSim and TestKV also move majorities at once (Options.MajorityChanges)")
 )
 
 // replaySeed returns the seed given with -seed, if any.
@@ -104,6 +105,9 @@ func counter(n int) func() (uint64, bool) {
 func summary(seeds int, s Stats, failures int) string {
 	line := fmt.Sprintf("sim: %d seeds, %d failures, %d steps, %d elections, %d commits (%d crashes, %d partitions, %d snapshots taken, %d installed, %d reads answered, slowest recovery %d ticks)",
 		seeds, failures, s.Steps, s.Elections, s.Commits, s.Crashes, s.Partitions, s.Snapshots, s.Installed, s.Reads, s.RecoveryTicks)
+	if s.Changes > 0 {
+		line += fmt.Sprintf(", %d membership changes applied (%d nodes joined, %d removed)", s.Changes, s.Joined, s.Removed)
+	}
 	if s.Ops > 0 {
 		line += fmt.Sprintf(", %d kv operations answered and checked", s.Ops)
 	}
@@ -111,7 +115,11 @@ func summary(seeds int, s Stats, failures int) string {
 }
 
 func replayCommand(test string, seed uint64) string {
-	return fmt.Sprintf("go test ./sim -run '%s' -seed=%d -v", test, seed)
+	cmd := fmt.Sprintf("go test ./sim -run '%s' -seed=%d -v", test, seed)
+	if *majorityFlag {
+		cmd += " -sim.majoritychanges"
+	}
+	return cmd
 }
 
 // runOne replays a single seed, printing its report, and fails if it fails.
@@ -131,6 +139,14 @@ func runOne(t *testing.T, test string, seed uint64, opts Options) Result {
 // -run pattern that replays a seed.
 func runSeeds(t *testing.T, test string, n int, draw func(seed uint64) Options) {
 	t.Helper()
+	if *majorityFlag {
+		plain := draw
+		draw = func(seed uint64) Options {
+			o := plain(seed)
+			o.MajorityChanges = true
+			return o
+		}
+	}
 	if seed, ok := replaySeed(t); ok {
 		runOne(t, test, seed, draw(seed))
 		return
@@ -217,6 +233,21 @@ var knobs = []knob{
 		},
 	},
 	{
+		name: "SkipJointConsensus",
+		set:  func(k *raft.TestingKnobs) { k.SkipJointConsensus = true },
+		bias: membershipChurn,
+	},
+	{
+		name: "AllowConcurrentConfChanges",
+		set:  func(k *raft.TestingKnobs) { k.AllowConcurrentConfChanges = true },
+		bias: membershipChurn,
+	},
+	{
+		name: "RemovedNodesKeepVoting",
+		set:  func(k *raft.TestingKnobs) { k.RemovedNodesKeepVoting = true },
+		bias: membershipChurn,
+	},
+	{
 		name: "ForgetVoteOnRestart",
 		set:  func(k *raft.TestingKnobs) { k.ForgetVoteOnRestart = true },
 	},
@@ -224,6 +255,14 @@ var knobs = []knob{
 		name: "SkipConflictTruncation",
 		set:  func(k *raft.TestingKnobs) { k.SkipConflictTruncation = true },
 	},
+}
+
+// membershipChurn changes the membership often, in every run, majorities
+// included.
+func membershipChurn(o *Options) {
+	o.Joiners = maxJoiners
+	o.ChangeEvery = 3
+	o.MajorityChanges = true
 }
 
 func (k knob) options(seed uint64) Options {
@@ -235,6 +274,11 @@ func (k knob) options(seed uint64) Options {
 	return o
 }
 
+// caught reports whether a run broke a safety rule. Each knob breaks one,
+// and only that counts as catching it: a run may also stall for reasons of
+// its own (MajorityChanges, say).
+func caught(r Result) bool { return r.Failure != nil && r.Failure.Rule != RuleLiveness }
+
 // TestKnobs proves the checks are not vacuous: each switch that breaks one
 // safety rule of the core must be caught within the default seed count.
 func TestKnobs(t *testing.T) {
@@ -242,16 +286,17 @@ func TestKnobs(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			test := "TestKnobs/" + k.name + "$"
 			if seed, ok := replaySeed(t); ok {
-				if res := Run(seed, k.options(seed)); res.Failure != nil {
+				if res := Run(seed, k.options(seed)); caught(res) {
 					t.Logf("caught as expected:\n%s", res.Report(replayCommand(test, seed)))
 				} else {
 					t.Errorf("seed %d: knob %s went unnoticed", seed, k.name)
 				}
 				return
 			}
-			seeds, _, failed := sweep(counter(seedCount(seedsFlag, 300)), k.options, func(r Result) bool { return r.Failure != nil })
+			seeds, _, failed := sweep(counter(seedCount(seedsFlag, 300)), k.options, caught)
+			failed = slices.DeleteFunc(failed, func(r Result) bool { return !caught(r) })
 			if len(failed) == 0 {
-				t.Fatalf("%s: no violation found in %d seeds", k.name, seeds)
+				t.Fatalf("%s: no safety violation found in %d seeds", k.name, seeds)
 			}
 			f := failed[0]
 			t.Logf("%s caught after %d seeds by seed %d: %v\nreplay: %s", k.name, seeds, f.Seed, f.Failure.Violation, replayCommand(test, f.Seed))
