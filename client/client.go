@@ -67,8 +67,12 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("raftkv: %s (HTTP %d, %s)", e.Message, e.StatusCode, e.Code)
 }
 
-// Is makes a 404 reply match ErrNotFound.
-func (e *Error) Is(target error) bool { return target == ErrNotFound && e.Code == "not_found" }
+// Is makes a reply match the sentinel of its code: ErrNotFound for
+// not_found, ErrNotMember for not_member, and so on.
+func (e *Error) Is(target error) bool {
+	sentinel, ok := errorCodes[e.Code]
+	return ok && target == sentinel
+}
 
 // Client talks to a raftkv cluster over HTTP. It is safe for concurrent use.
 type Client struct {

@@ -18,18 +18,6 @@ var (
 	ErrNoLeader = errors.New("raftkv: no leader")
 )
 
-// Members returns the cluster's members, as the node that answers knows
-// them, in order of name.
-func (c *Client) Members(ctx context.Context) ([]Member, error) {
-	var out struct {
-		Members []Member `json:"members"`
-	}
-	if err := c.doJSON(ctx, request{method: http.MethodGet, path: "/v1/members"}, &out); err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
-	}
-	return out.Members, nil
-}
-
 // TransferLeader hands leadership to the member called name and returns
 // once the nodes that answer, in the highest term any of them reports,
 // name it leader. It fails with an error wrapping ErrNotMember if no member

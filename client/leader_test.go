@@ -79,11 +79,3 @@ func TestTransferLeaderNoLeader(t *testing.T) {
 		t.Fatalf("TransferLeader: %v; want ErrNoLeader and ErrUnavailable", err)
 	}
 }
-
-func TestMembers(t *testing.T) {
-	a := newFakeNode(t, "a", "a", ok(`{"members": [{"name": "a", "id": "00000000000000aa", "addr": "127.0.0.1:7001"}]}`))
-	ms, err := newClient(t, []*fakeNode{a}).Members(ctx(t))
-	if want := []Member{{Name: "a", ID: "00000000000000aa", Addr: "127.0.0.1:7001"}}; err != nil || !slices.Equal(ms, want) {
-		t.Fatalf("Members = %+v, %v; want %+v", ms, err, want)
-	}
-}

@@ -31,6 +31,17 @@ type Member struct {
 	Name string `json:"name"`
 	ID   string `json:"id"`
 	Addr string `json:"addr"` // peer address
+	// Role is "voter", "learner", or "leaving" (a voter of the
+	// configuration being left, while a change of voters completes).
+	Role string `json:"role,omitempty"`
+	// Promote: a learner that joined, which the leader promotes to voter
+	// once it has caught up.
+	Promote bool `json:"promote,omitempty"`
+	// Match and Lag are the leader's view of the member's log (the last
+	// index known replicated to it, and how many entries it lacks); nil
+	// when the answering node does not lead.
+	Match *uint64 `json:"match,omitempty"`
+	Lag   *uint64 `json:"lag,omitempty"`
 }
 
 // Progress is the leader's view of one member's log.

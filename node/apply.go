@@ -21,7 +21,13 @@ type applier struct {
 	applied     uint64 // last index applied to the state machine
 	appliedTerm uint64 // its term
 	snapIndex   uint64 // index of the latest snapshot taken or installed
-	conf        raftpb.ConfState
+	// conf and dir are the configuration and member directory as of
+	// applied, for snapshots.
+	conf raftpb.ConfState
+	dir  directory
+	// replayedTo is the commit index the node started with: entries up to
+	// it were applied before, by an earlier run.
+	replayedTo uint64
 }
 
 func (a *applier) installed(md raftpb.SnapshotMetadata) {
@@ -68,7 +74,9 @@ func (n *Node) apply(a *applier, b applyBatch) error {
 			return fmt.Errorf("install snapshot at %d from the leader: %w", md.Index, err)
 		}
 		n.log.Info("installed snapshot from the leader", "index", md.Index, "term", md.Term)
+		n.pushNote(applyNote{kind: noteSnapshot, index: md.Index, dir: a.dir})
 	}
+	from := a.applied
 	for i := range b.ents {
 		e := &b.ents[i]
 		if e.Index <= a.applied {
@@ -77,10 +85,17 @@ func (n *Node) apply(a *applier, b applyBatch) error {
 		if e.Index != a.applied+1 {
 			return fmt.Errorf("apply entry %d: the last applied entry is %d", e.Index, a.applied)
 		}
-		if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+		switch {
+		case e.Type == raftpb.EntryNormal && len(e.Data) > 0:
 			n.applyCommand(e)
+		case e.Type == raftpb.EntryConfChange:
+			n.applyConfChange(a, e)
 		}
 		a.applied, a.appliedTerm = e.Index, e.Term
+	}
+	if a.applied != from || !b.snap.IsEmpty() {
+		// The core gates membership changes on what is really applied.
+		n.pushNote(applyNote{kind: noteApplied, index: a.applied})
 	}
 	n.applied.Store(a.applied)
 	n.appliedMoved.Broadcast()

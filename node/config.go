@@ -3,11 +3,8 @@ package node
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -33,68 +30,41 @@ type StateMachine interface {
 	Restore(r io.Reader) error
 }
 
-// Member is one node of the cluster as the operator names it.
-type Member struct {
-	// Name is the operator's name for the node, such as "n1" or, in the
-	// original command-line form, its peer address.
-	Name string `json:"name"`
-	// ID is the raft id, derived from Name by MemberID.
-	ID uint64 `json:"id"`
-	// Addr is the peer address other members dial.
-	Addr string `json:"addr"`
-}
-
-// NewMember returns the member named name at peer address addr.
-func NewMember(name, addr string) Member {
-	return Member{Name: name, ID: MemberID(name), Addr: addr}
-}
-
-// MemberID derives a raft id from a member name (64-bit FNV-1a), so the
-// same name is the same node across restarts and machines.
-func MemberID(name string) uint64 { return hashID(name) }
-
-// ClusterID derives a cluster id from the initial membership, independent of
-// the order the members are listed in, so that nodes started with the same
-// member list agree on it without talking and nodes of another cluster are
-// refused at the handshake.
-func ClusterID(members []Member) uint64 {
-	lines := make([]string, len(members))
-	for i, m := range members {
-		lines[i] = m.Name + "=" + m.Addr
-	}
-	slices.Sort(lines)
-	return hashID(strings.Join(lines, "\n"))
-}
-
-// hashID is the 64-bit FNV-1a hash of s, made non-zero: 0 means "none" to
-// the core and on the wire. Stored and exchanged ids depend on it: never
-// change it.
-func hashID(s string) uint64 {
-	h := fnv.New64a()
-	io.WriteString(h, s)
-	if id := h.Sum64(); id != 0 {
-		return id
-	}
-	return 1
-}
-
-// Config configures a Node. ID, DataDir, Members and StateMachine are
-// required; zero values elsewhere take the defaults documented per field.
+// Config configures a Node. DataDir and StateMachine are required. A new
+// node needs Name, ClusterID and Members too; a restarted node reads them
+// from DataDir. Zero values elsewhere take the defaults documented per
+// field.
 type Config struct {
-	// ID is this node's raft id; it must be one of Members.
-	ID uint64
-	// ClusterID identifies the cluster on the wire and on disk. Zero means
-	// ClusterID(Members).
-	ClusterID uint64
-	// DataDir holds the node's log, snapshots and identity. A directory
+	// DataDir holds the node's identity, log and snapshots. A directory
 	// written by another node or cluster is refused.
 	DataDir string
-	// PeerAddr is the address to listen on for peers. Empty means this
-	// member's Addr.
-	PeerAddr string
-	// Members is the initial cluster, this node included. On a restart it
-	// must equal the membership stored in DataDir (LoadMembership reads it).
+	// Name is this node's member name. On a restart it may be left empty;
+	// if set, it must be the one DataDir holds.
+	Name string
+	// ClusterID identifies the cluster on the wire and on disk. A new
+	// cluster's id must be random, drawn once for the cluster and given to
+	// every founder: Found has the founders agree on one (and records it,
+	// with Name and Members, in DataDir, so that Start needs only DataDir
+	// afterwards). On a restart it may be left 0; if set, it must be the
+	// one DataDir holds.
+	ClusterID uint64
+	// Members are the cluster's members as a new node first knows them,
+	// itself included: the founders of a new cluster, or, with Join, the
+	// members that the answer to its join request listed. The membership
+	// then lives in the log and snapshots; Members is ignored on a restart.
 	Members []Member
+	// Join: the new node joins a running cluster that has added it as a
+	// member (see Node.AddJoiner), and starts with an empty log. Otherwise
+	// a new node is a founder and starts the log with the founders'
+	// configuration.
+	Join bool
+	// PeerAddr is the address to listen on for peers. Empty means this
+	// member's address.
+	PeerAddr string
+	// ClientURL is the base URL of this node's client API, if it has one.
+	// Other members ask the leader for it, so that they can send a client
+	// to it when only the leader can serve a request.
+	ClientURL string
 
 	// TickInterval is the length of one raft tick. Default 100ms.
 	TickInterval time.Duration
@@ -154,14 +124,6 @@ const minLeaseElectionTicks = 3
 
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
-	if c.ClusterID == 0 {
-		c.ClusterID = ClusterID(c.Members)
-	}
-	if c.PeerAddr == "" {
-		if m, ok := c.member(c.ID); ok {
-			c.PeerAddr = m.Addr
-		}
-	}
 	if c.TickInterval == 0 {
 		c.TickInterval = DefaultTickInterval
 	}
@@ -189,41 +151,27 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c *Config) member(id uint64) (Member, bool) {
-	i := slices.IndexFunc(c.Members, func(m Member) bool { return m.ID == id })
-	if i < 0 {
-		return Member{}, false
-	}
-	return c.Members[i], true
-}
-
 // Validate checks the fields against each other.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.ID == 0 {
-		errs = append(errs, errors.New("ID must not be 0"))
-	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("DataDir must be set"))
 	}
 	if c.StateMachine == nil {
 		errs = append(errs, errors.New("StateMachine must be set"))
 	}
-	if len(c.Members) == 0 {
-		errs = append(errs, errors.New("no members: Members must list the whole cluster"))
-	}
-	ids := make(map[uint64]string, len(c.Members))
-	for _, m := range c.Members {
-		if m.ID == 0 || m.Name == "" || m.Addr == "" {
-			errs = append(errs, fmt.Errorf("member %+v needs a name, a non-zero id and an address", m))
+	if c.Name != "" {
+		if err := CheckName(c.Name); err != nil {
+			errs = append(errs, err)
 		}
-		if other, dup := ids[m.ID]; dup {
-			errs = append(errs, fmt.Errorf("members %q and %q have the same id %x", other, m.Name, m.ID))
-		}
-		ids[m.ID] = m.Name
 	}
-	if _, ok := ids[c.ID]; c.ID != 0 && !ok {
-		errs = append(errs, fmt.Errorf("ID %x is not one of the members", c.ID))
+	if len(c.Members) > 0 {
+		if err := checkMembers(c.Members); err != nil {
+			errs = append(errs, err)
+		}
+		if _, ok := memberByName(c.Members, c.Name); !ok {
+			errs = append(errs, fmt.Errorf("Name %q is not one of Members", c.Name))
+		}
 	}
 	if c.TickInterval < 0 {
 		errs = append(errs, fmt.Errorf("TickInterval must not be negative, got %v", c.TickInterval))

@@ -14,7 +14,7 @@ func TestCoreConfigMapsLeaseReads(t *testing.T) {
 		lease bool
 		want  raft.ReadOnlyOption
 	}{{false, raft.ReadOnlySafe}, {true, raft.ReadOnlyLeaseBased}} {
-		rc := coreConfig(Config{ID: 1, ElectionTicks: 10, HeartbeatTicks: 1, LeaseReads: tc.lease}, []uint64{1})
+		rc := coreConfig(Config{ElectionTicks: 10, HeartbeatTicks: 1, LeaseReads: tc.lease}, 1)
 		if rc.ReadOnlyOption != tc.want || !rc.CheckQuorum {
 			t.Errorf("LeaseReads %v: got %v with CheckQuorum %v, want %v with CheckQuorum", tc.lease, rc.ReadOnlyOption, rc.CheckQuorum, tc.want)
 		}
@@ -81,7 +81,7 @@ func TestLeaseReadsOnThreeNodes(t *testing.T) {
 	to := c.follower(lead)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := c.nodes[lead].TransferLeadership(ctx, c.cfgs[to].ID); err != nil {
+	if err := c.nodes[lead].TransferLeadership(ctx, c.id(to)); err != nil {
 		t.Fatalf("transfer leadership: %v", err)
 	}
 	lead = c.leader()

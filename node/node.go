@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 // for the goroutines it owns.
 type Node struct {
 	cfg Config
+	id  Identity // who this node is, as its data directory says
 	log *slog.Logger
 
 	core  *raft.Core         // owned by the loop goroutine
@@ -51,7 +51,35 @@ type Node struct {
 	snapc    chan snapJob
 	snapBusy atomic.Bool
 
+	// notes carry what the apply goroutine applied to the loop, in apply
+	// order: conf changes, snapshots installed, the applied index (the
+	// core must learn them on its own goroutine). The apply goroutine
+	// appends and signals notesWake (buffered 1); it never waits for the
+	// loop, which may itself be waiting for room in applyc.
+	notesMu   sync.Mutex // guards notes
+	notes     []applyNote
+	notesWake chan struct{}
+
+	// The loop's view of the membership, owned by the loop goroutine: the
+	// directory as of the last change the core applied, the states of the
+	// members as Status shows them, the peers the transport dials, and
+	// those it stops dialing at a later tick (dropPeers, by id: the tick).
+	dir       directory
+	members   []MemberState
+	peers     map[uint64]string
+	dropPeers map[uint64]uint64
+	// ticks counts the core's ticks; removedAt is the tick at which a
+	// node removed from the cluster stops (0: not removed). Owned by the
+	// loop goroutine.
+	ticks, removedAt uint64
+	// confIndex is the index of the last conf change (or snapshot) the
+	// loop passed on to the core. Owned by the loop goroutine.
+	confIndex uint64
+	// confDirty: the loop changed members since it last published Status.
+	confDirty bool
+
 	status        atomic.Pointer[Status] // published by the loop after every step
+	confChanged   signal                 // broadcast when the configuration or directory changed
 	statusChanged signal                 // broadcast when role, leader or term change
 	applied       atomic.Uint64          // last index the state machine applied
 	appliedMoved  signal                 // broadcast when applied moves
@@ -82,6 +110,7 @@ const (
 	evPropose
 	evRead
 	evTransfer
+	evConfChange
 )
 
 // event is one input for the core.
@@ -90,8 +119,10 @@ type event struct {
 	msg  raftpb.Message // evMessage
 	data []byte         // evPropose: the enveloped proposal; evRead: the request context
 	to   uint64         // evTransfer
+	// evConfChange: the change asked for.
+	change *memberChange
 
-	// evPropose: the core's verdict (buffered 1), and the caller's
+	// evPropose, evConfChange: the core's verdict (buffered 1), and the caller's
 	// cancellation, so the loop skips proposals nobody waits for.
 	errc      chan<- error
 	cancelled <-chan struct{}
@@ -124,25 +155,29 @@ type logStore interface {
 	Close() error
 }
 
-// start starts a node on store, which reports its fsyncs to st.
-func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*Node, error) {
-	if fresh {
-		// Written only once storage accepted the directory, so a refused
-		// directory is left untouched.
-		if err := saveMembership(cfg.DataDir, m); err != nil {
-			return nil, err
-		}
+// start starts node id on store, which reports its fsyncs to st.
+func start(cfg Config, id Identity, store logStore, st *stats) (*Node, error) {
+	fresh, err := bootstrapLog(id, store)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PeerAddr == "" {
+		cfg.PeerAddr = id.Addr
 	}
 	var seed [24]byte
 	crand.Read(seed[:])
 	n := &Node{
 		cfg:       cfg,
-		log:       cfg.Logger.With("node", nameOf(cfg.Members, cfg.ID)),
+		id:        id,
+		log:       cfg.Logger.With("node", id.Name),
 		store:     store,
 		stats:     st,
 		inbox:     make(chan event, inboxSize),
 		applyc:    make(chan applyBatch, applyDepth),
 		pending:   newPending(binary.LittleEndian.Uint64(seed[16:])),
+		notesWake: make(chan struct{}, 1),
+		peers:     make(map[uint64]string),
+		dropPeers: make(map[uint64]uint64),
 		stopc:     make(chan struct{}),
 		abortc:    make(chan struct{}),
 		loopDone:  make(chan struct{}),
@@ -150,17 +185,7 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 		snapc:     make(chan snapJob, 1),
 		snapDone:  make(chan struct{}),
 	}
-	voters := make([]uint64, 0, len(cfg.Members))
-	peers := make(map[uint64]string, len(cfg.Members))
-	for _, mb := range cfg.Members {
-		voters = append(voters, mb.ID)
-		if mb.ID != cfg.ID {
-			peers[mb.ID] = mb.Addr
-		}
-	}
-	slices.Sort(voters)
-
-	ap, err := n.restore(voters)
+	ap, err := n.restore()
 	if err != nil {
 		return nil, err
 	}
@@ -168,36 +193,55 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 	if err != nil {
 		return nil, fmt.Errorf("read initial state: %w", err)
 	}
-	rc := coreConfig(cfg, voters)
+	ap.replayedTo = hs.Commit
+	rc := coreConfig(cfg, id.ID)
 	rc.Storage = store
 	rc.Applied = ap.applied
 	rc.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:16])))
 	if n.core, err = raft.New(rc); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	if id.RemovedAt != 0 || n.core.Status().Removed {
+		return nil, fmt.Errorf("%w: %s was removed from cluster %016x (at index %d); its data directory is no longer needed",
+			ErrRemoved, id.Name, id.ClusterID, id.RemovedAt)
+	}
 	n.drive = readydrive.New(n.core, readyRuntime{n})
 	if cfg.LeaseReads {
 		n.clock = &tickClock{interval: cfg.TickInterval, max: cfg.ElectionTicks}
 	}
+	// Until the log says more: the members of the latest snapshot, or
+	// those this node first knew.
+	n.dir = ap.dir
+	if len(ap.dir) == 0 {
+		for _, m := range id.Members {
+			n.dir = append(n.dir, memberInfo{Member: m})
+		}
+	}
 	n.trans, err = transport.New(transport.Config{
-		ID:         cfg.ID,
-		ClusterID:  cfg.ClusterID,
+		ID:         id.ID,
+		ClusterID:  id.ClusterID,
 		ListenAddr: cfg.PeerAddr,
-		Peers:      peers,
 		Snapshots:  snapshotFiles{store},
+		Query:      n.answerQuery,
 		Logger:     cfg.Logger, // it adds its own node attribute
 	}, handler{n})
 	if err != nil {
 		return nil, fmt.Errorf("start transport: %w", err)
 	}
+	book, err := n.addressBook(ap)
+	if err != nil {
+		return nil, err
+	}
+	n.syncPeers(book, nil)
 	if err := n.trans.Start(); err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("listen for peers on %s: %w", cfg.PeerAddr, err)
 	}
 	n.log.Info("node started",
-		"id", n.name(cfg.ID), "cluster", fmt.Sprintf("%016x", cfg.ClusterID), "data_dir", cfg.DataDir,
+		"id", id.Name, "cluster", fmt.Sprintf("%016x", id.ClusterID), "data_dir", cfg.DataDir,
 		"peer_addr", cfg.PeerAddr, "new", fresh, "term", hs.Term, "vote", n.name(hs.Vote),
 		"commit", hs.Commit, "applied", ap.applied)
+	n.members = n.memberStates()
 	n.publishStatus()
 	go n.run()
 	go n.runApply(ap)
@@ -207,10 +251,11 @@ func start(cfg Config, store logStore, st *stats, fresh bool, m Membership) (*No
 
 // coreConfig is the raft configuration cfg asks for, short of the storage,
 // the applied index and the random source.
-func coreConfig(cfg Config, voters []uint64) raft.Config {
+func coreConfig(cfg Config, id uint64) raft.Config {
 	rc := raft.DefaultConfig()
-	rc.ID = cfg.ID
-	rc.Voters = voters
+	rc.ID = id
+	// No Voters: the configuration is in the log (the founders' first
+	// entry) and in snapshots.
 	rc.ElectionTicks = cfg.ElectionTicks
 	rc.HeartbeatTicks = cfg.HeartbeatTicks
 	// Always on: a leader cut off from its quorum steps down, and
@@ -224,8 +269,8 @@ func coreConfig(cfg Config, voters []uint64) raft.Config {
 
 // restore loads the latest snapshot into the state machine and returns the
 // apply goroutine's starting point.
-func (n *Node) restore(voters []uint64) (*applier, error) {
-	ap := &applier{conf: raftpb.ConfState{Voters: voters}}
+func (n *Node) restore() (*applier, error) {
+	ap := &applier{}
 	snap, err := n.store.Snapshot()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -248,7 +293,7 @@ var _ transport.Handler = handler{}
 // Deliver queues a peer's message for the loop. It blocks while the inbox is
 // full, which pushes back on the peer's stream instead of dropping messages.
 func (h handler) Deliver(m raftpb.Message) {
-	if m.Type.IsLocal() || m.To != h.n.cfg.ID {
+	if m.Type.IsLocal() || m.To != h.n.id.ID {
 		return // the transport checks too; the core must never see these from a peer
 	}
 	h.n.stats.messagesReceived.Add(1)
@@ -256,11 +301,11 @@ func (h handler) Deliver(m raftpb.Message) {
 }
 
 func (h handler) ReportUnreachable(id uint64) {
-	h.step(raftpb.Message{Type: raftpb.MsgUnreachable, From: id, To: h.n.cfg.ID})
+	h.step(raftpb.Message{Type: raftpb.MsgUnreachable, From: id, To: h.n.id.ID})
 }
 
 func (h handler) ReportSnapshot(id uint64, ok bool) {
-	h.step(raftpb.Message{Type: raftpb.MsgSnapStatus, From: id, To: h.n.cfg.ID, Reject: !ok})
+	h.step(raftpb.Message{Type: raftpb.MsgSnapStatus, From: id, To: h.n.id.ID, Reject: !ok})
 }
 
 // step queues m for the loop, waiting while the inbox is full.
@@ -289,6 +334,9 @@ func (n *Node) run() {
 		select {
 		case <-ticker.C:
 			n.tick()
+			n.membershipTick()
+		case <-n.notesWake:
+			n.drainNotes()
 		case ev := <-n.inbox:
 			n.catchUpTicks()
 			n.step(ev)
@@ -312,10 +360,16 @@ func (n *Node) run() {
 // loop was too busy to receive.
 func (n *Node) tick() {
 	if n.clock == nil {
-		n.core.Tick()
+		n.coreTick()
 		return
 	}
 	n.catchUpTicks()
+}
+
+// coreTick ticks the core, and counts.
+func (n *Node) coreTick() {
+	n.core.Tick()
+	n.ticks++
 }
 
 // catchUpTicks (LeaseReads) gives the core every tick due by the clock. It
@@ -327,7 +381,7 @@ func (n *Node) catchUpTicks() {
 		return
 	}
 	for range n.clock.due(time.Now()) {
-		n.core.Tick()
+		n.coreTick()
 	}
 }
 
@@ -374,6 +428,14 @@ func (n *Node) step(ev event) {
 		n.core.ReadIndex(ev.data)
 	case evTransfer:
 		n.core.TransferLeadership(ev.to)
+	case evConfChange:
+		select {
+		case <-ev.cancelled:
+			ev.errc <- errCancelled
+			return
+		default:
+		}
+		ev.errc <- n.proposeChange(ev.change)
 	}
 }
 
@@ -460,21 +522,29 @@ func (r readyRuntime) Apply(rd *raft.Ready) error {
 func (n *Node) publishStatus() {
 	cs := n.core.Status()
 	st := &Status{
-		ID:        n.cfg.ID,
-		ClusterID: n.cfg.ClusterID,
+		ID:        n.id.ID,
+		Self:      n.id.Name,
+		ClusterID: n.id.ClusterID,
 		Term:      cs.Term,
 		Vote:      cs.Vote,
 		Lead:      cs.Lead,
 		Role:      cs.Role,
 		Commit:    cs.Commit,
 		Progress:  cs.Progress,
-		Members:   n.cfg.Members,
+		Config:    cs.Config,
+		ConfIndex: n.confIndex,
+		Members:   n.members,
+		Removed:   cs.Removed,
 	}
 	prev := n.status.Swap(st)
 	if prev == nil || prev.Lead != st.Lead || prev.Role != st.Role || prev.Term != st.Term {
 		n.statusChanged.Broadcast()
 	}
-	if prev != nil && st.Term > prev.Term && st.Vote == n.cfg.ID {
+	if n.confDirty || prev == nil || prev.Removed != st.Removed || !prev.Config.Equal(st.Config) {
+		n.confDirty = false
+		n.confChanged.Broadcast()
+	}
+	if prev != nil && st.Term > prev.Term && st.Vote == n.id.ID {
 		// Only a candidate votes for itself, and only as it enters a
 		// term. (At start, prev is nil: a vote read from disk is old.)
 		n.stats.campaigns.Add(1)
@@ -500,11 +570,24 @@ func (n *Node) fail(err error) {
 	n.stopOnce.Do(func() { close(n.stopc) })
 }
 
+// stopWith stops the node on its own for a reason that is no failure (it
+// was removed from the cluster): Err then returns err.
+func (n *Node) stopWith(err error) {
+	n.failMu.Lock()
+	if n.failErr == nil {
+		n.failErr = err
+	}
+	n.failMu.Unlock()
+	n.stopOnce.Do(func() { close(n.stopc) })
+}
+
 // Done returns a channel closed when the node stops taking work: after Stop
-// or Close, or when it failed on its own (Err says why).
+// or Close, or when it stopped on its own (Err says why: a failure, or
+// ErrRemoved).
 func (n *Node) Done() <-chan struct{} { return n.stopc }
 
 // Err returns the error that made the node stop on its own, or nil.
+// ErrRemoved means it was removed from the cluster.
 func (n *Node) Err() error {
 	n.failMu.Lock()
 	defer n.failMu.Unlock()
@@ -624,14 +707,14 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 
 // TransferLeadership asks the leader to hand leadership to member to, and
 // returns once this node sees to lead. Any member may be asked, for any
-// member. It fails at once with ErrNotMember when to is not a member and
-// with ErrNoLeader when no leader is known. A leader gives up on a
+// voter. It fails at once with ErrNotMember when to is not a voter (a
+// learner cannot lead) and with ErrNoLeader when no leader is known. A leader gives up on a
 // transferee that does not take over within an election timeout, and a
 // request may be lost in a leader change, so the request is repeated each
 // election timeout until to leads or ctx ends.
 func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
-	if _, ok := n.cfg.member(to); !ok {
-		return fmt.Errorf("transfer leadership to %016x: %w", to, ErrNotMember)
+	if m, ok := n.Status().Member(to); !ok || m.Role != RoleVoter {
+		return fmt.Errorf("transfer leadership to %016x: %w: not a voter", to, ErrNotMember)
 	}
 	fail := func(err error) error { return fmt.Errorf("transfer leadership to %s: %w", n.name(to), err) }
 	if n.Status().Lead == raftpb.None {
@@ -713,7 +796,8 @@ func (n *Node) Stop(ctx context.Context) error {
 
 // Close stops the node now: queued work is dropped. It returns once every
 // goroutine the node started has ended, with the first error from closing
-// transport and storage, or the error that made the node fail.
+// transport and storage, or the error that made the node fail (not
+// ErrRemoved: a removal is no failure).
 func (n *Node) Close() error {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.abortOnce.Do(func() { close(n.abortc) })
@@ -721,9 +805,18 @@ func (n *Node) Close() error {
 		<-n.loopDone
 		<-n.applyDone
 		<-n.snapDone
-		n.closeErr = errors.Join(n.Err(), n.trans.Close(), n.store.Close())
+		failure := n.Err()
+		if errors.Is(failure, ErrRemoved) {
+			failure = nil // no failure: Err says why it stopped
+		}
+		n.closeErr = errors.Join(failure, n.trans.Close(), n.store.Close())
 	})
 	return n.closeErr
 }
 
-func (n *Node) name(id uint64) string { return nameOf(n.cfg.Members, id) }
+func (n *Node) name(id uint64) string {
+	if id == n.id.ID {
+		return n.id.Name
+	}
+	return nameOf(n.members, id)
+}

@@ -1,15 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -102,6 +99,7 @@ func (r *recorder) restoreCount() int {
 type cluster struct {
 	t     testing.TB
 	cfgs  []Config
+	names []string
 	nodes []*Node // nil while stopped
 	sms   []*recorder
 }
@@ -115,9 +113,11 @@ func newCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 	for i := range size {
 		members = append(members, NewMember(fmt.Sprintf("n%d", i+1), freeAddr(t)))
 	}
+	cluster := randomNonZero()
 	for i := range size {
 		cfg := Config{
-			ID:              members[i].ID,
+			Name:            members[i].Name,
+			ClusterID:       cluster,
 			DataDir:         t.TempDir(),
 			Members:         members,
 			TickInterval:    10 * time.Millisecond,
@@ -130,10 +130,14 @@ func newCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 			tweak(&cfg)
 		}
 		c.cfgs = append(c.cfgs, cfg)
+		c.names = append(c.names, members[i].Name)
 	}
 	t.Cleanup(c.closeAll)
 	return c
 }
+
+// id returns node i's raft id.
+func (c *cluster) id(i int) uint64 { return MemberID(c.names[i]) }
 
 func startCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 	t.Helper()
@@ -194,7 +198,7 @@ func (c *cluster) leader() int {
 		for i, n := range c.nodes {
 			if n != nil {
 				st := n.Status()
-				views[i] = testenv.View{Running: true, ID: n.cfg.ID, Lead: st.Lead, Term: st.Term, Leading: st.Role == raft.Leader}
+				views[i] = testenv.View{Running: true, ID: n.id.ID, Lead: st.Lead, Term: st.Term, Leading: st.Role == raft.Leader}
 			}
 		}
 		return views
@@ -497,7 +501,7 @@ func TestTransferLeadership(t *testing.T) {
 	to := c.follower(lead)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := c.nodes[lead].TransferLeadership(ctx, c.cfgs[to].ID); err != nil {
+	if err := c.nodes[lead].TransferLeadership(ctx, c.id(to)); err != nil {
 		t.Fatalf("transfer leadership: %v", err)
 	}
 	if got := c.leader(); got != to {
@@ -516,7 +520,7 @@ func TestTransferAskedOfFollowerForAnother(t *testing.T) {
 	changed := c.nodes[a].StatusChanged()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := c.nodes[b].TransferLeadership(ctx, c.cfgs[a].ID); err != nil {
+	if err := c.nodes[b].TransferLeadership(ctx, c.id(a)); err != nil {
 		t.Fatalf("transfer leadership asked of node %d for node %d: %v", b+1, a+1, err)
 	}
 	if got := c.leader(); got != a {
@@ -577,63 +581,6 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
-func TestMembershipRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	m := Membership{ID: MemberID("n2"), Members: []Member{NewMember("n1", "a:1"), NewMember("n2", "b:2")}}
-	m.ClusterID = ClusterID(m.Members)
-	if err := saveMembership(dir, m); err != nil {
-		t.Fatal(err)
-	}
-	got, err := LoadMembership(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !got.equal(m) {
-		t.Fatalf("loaded %+v, want %+v", got, m)
-	}
-	b, err := os.ReadFile(dir + "/" + membershipFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[bytes.IndexByte(b, 'b')] = 'c' // member n2's address, inside the checksummed part
-	if _, err := decodeMembership(b); err == nil {
-		t.Fatal("a damaged membership file was accepted")
-	}
-}
-
-func TestClusterIDIgnoresOrder(t *testing.T) {
-	a := []Member{NewMember("n1", "h:1"), NewMember("n2", "h:2"), NewMember("n3", "h:3")}
-	b := []Member{a[2], a[0], a[1]}
-	if ClusterID(a) != ClusterID(b) {
-		t.Fatal("the cluster id depends on the order members are listed in")
-	}
-	if c := []Member{a[0], a[1], NewMember("n3", "h:4")}; ClusterID(c) == ClusterID(a) {
-		t.Fatal("a member at another address gives the same cluster id")
-	}
-}
-
-func FuzzDecodeMembership(f *testing.F) {
-	m := Membership{ID: MemberID("n1"), Members: []Member{NewMember("n1", "127.0.0.1:7001")}}
-	m.ClusterID = ClusterID(m.Members)
-	good, err := encodeMembership(m)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(good)
-	f.Add([]byte(`{"membership":{},"crc32c":0}`))
-	f.Add([]byte(`{"membership":null}`))
-	f.Add(binary.BigEndian.AppendUint32(nil, 0xffffffff))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := decodeMembership(b)
-		if err != nil {
-			return
-		}
-		if _, ok := m.Self(); !ok {
-			t.Fatalf("decoded membership %+v does not contain its own node", m)
-		}
-	})
-}
-
 func TestOversizeProposalRefused(t *testing.T) {
 	c := startCluster(t, 1, func(cfg *Config) { cfg.MaxProposalBytes = 1 << 10 })
 	c.leader()
@@ -664,12 +611,16 @@ func TestFailedWriteStopsTheNode(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	cfg := c.cfgs[0].withDefaults()
 	cfg.StateMachine = &recorder{}
-	store, err := storage.Open(cfg.DataDir, storage.Options{NodeID: cfg.ID, ClusterID: cfg.ClusterID})
+	id, err := openIdentity(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.Open(cfg.DataDir, storage.Options{NodeID: id.ID, ClusterID: id.ClusterID})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var fail atomic.Bool
-	n, err := start(cfg, failingStore{store, &fail}, new(stats), true, Membership{ClusterID: cfg.ClusterID, ID: cfg.ID, Members: cfg.Members})
+	n, err := start(cfg, id, failingStore{store, &fail}, new(stats))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -744,7 +695,7 @@ func TestIDsAreStable(t *testing.T) {
 		t.Fatalf("MemberID(n1) = %#x, want 0x8b37b07b558d4c0", got)
 	}
 	ms := []Member{NewMember("n2", "127.0.0.1:7002"), NewMember("n1", "127.0.0.1:7001")}
-	if got := ClusterID(ms); got != 0x576df8a95ba4a4df {
-		t.Fatalf("ClusterID = %#x, want 0x576df8a95ba4a4df", got)
+	if got := foundingHash(ms); got != 0x576df8a95ba4a4df {
+		t.Fatalf("foundingHash = %#x, want 0x576df8a95ba4a4df", got)
 	}
 }

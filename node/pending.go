@@ -37,6 +37,13 @@ func (p *pending) addProposal(data []byte) (uint64, []byte, <-chan any) {
 	return id, env, p.proposals.add(id)
 }
 
+// addChange registers a future for a membership change and returns its
+// id, which the change's context carries, and the future.
+func (p *pending) addChange() (uint64, <-chan any) {
+	id := p.nextID()
+	return id, p.proposals.add(id)
+}
+
 // addRead registers a read request and returns its id, the request context
 // to hand to raft, and the channel its read index arrives on.
 func (p *pending) addRead() (uint64, []byte, <-chan uint64) {

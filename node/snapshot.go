@@ -39,14 +39,21 @@ type snapStore interface {
 }
 
 // nodeSection returns the node's section of a snapshot of the state the
-// apply goroutine has applied (a). It runs on the apply goroutine. Nothing
-// goes in it yet; the membership directory will.
-func (n *Node) nodeSection(*applier) []byte { return nil }
+// apply goroutine has applied (a): the member directory, which names the
+// members of the snapshot's configuration. It runs on the apply goroutine.
+func (n *Node) nodeSection(a *applier) []byte { return a.dir.marshal() }
 
 // restoreNodeSection takes the node section of a snapshot being installed,
 // before the state machine's image is restored. It runs on the apply
 // goroutine, or in start before that goroutine runs.
-func (n *Node) restoreNodeSection(*applier, []byte) error { return nil }
+func (n *Node) restoreNodeSection(a *applier, section []byte) error {
+	d, err := unmarshalDirectory(section)
+	if err != nil {
+		return err
+	}
+	a.dir = d
+	return nil
+}
 
 // writeSnapshotData writes a snapshot's data to w: the node section, then
 // the state machine's image.

@@ -256,11 +256,15 @@ func readRecorderSnapshot(t *testing.T, n *Node, index, term uint64) []string {
 	}
 	defer r.Close()
 	b, err := io.ReadAll(r)
-	if err != nil || len(b) == 0 || b[0] != 0 {
-		t.Fatalf("snapshot data %q, %v: want an empty node section first", b, err)
+	size, k := binary.Uvarint(b)
+	if err != nil || k <= 0 || uint64(len(b)-k) < size {
+		t.Fatalf("snapshot data %q, %v: want a node section first", b, err)
+	}
+	if _, err := unmarshalDirectory(b[k : k+int(size)]); err != nil {
+		t.Fatalf("snapshot's node section: %v", err)
 	}
 	var rec recorder
-	if err := rec.Restore(bytes.NewReader(b[1:])); err != nil {
+	if err := rec.Restore(bytes.NewReader(b[k+int(size):])); err != nil {
 		t.Fatal(err)
 	}
 	return rec.commands()
@@ -577,7 +581,7 @@ func TestRestartMidTransferKeepsPreviousState(t *testing.T) {
 			px = startProxy(t, listen)
 			cfg.Members[2].Addr = px.addr() // shared by every config
 		}
-		if cfg.ID == cfg.Members[2].ID {
+		if cfg.Name == cfg.Members[2].Name {
 			cfg.PeerAddr = listen
 		}
 	})
@@ -590,7 +594,7 @@ func TestRestartMidTransferKeepsPreviousState(t *testing.T) {
 	if lead == f {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		if err := c.nodes[f].TransferLeadership(ctx, c.cfgs[0].ID); err != nil {
+		if err := c.nodes[f].TransferLeadership(ctx, c.id(0)); err != nil {
 			t.Fatal(err)
 		}
 		lead = c.leader()
@@ -665,13 +669,15 @@ func TestNodeSection(t *testing.T) {
 	}
 	defer store.Close()
 	n := &Node{store: store, stats: new(stats), cfg: Config{StateMachine: &recorder{}}}
+	dirSection := directory{{Member: NewMember("n1", "127.0.0.1:7001")}}.marshal()
 	for i, tc := range []struct {
 		data []byte
 		want string // in the error; "" for success
 	}{
 		{append(binary.AppendUvarint(nil, maxNodeSection+1), 0), "limit"},
 		{binary.AppendUvarint(nil, 5), "node section"},
-		{append([]byte{0}, `["a"]`...), ""},
+		{append(binary.AppendUvarint(nil, 1), 0, '['), "directory"},
+		{append(append(binary.AppendUvarint(nil, uint64(len(dirSection))), dirSection...), `["a"]`...), ""},
 	} {
 		md := raftpb.SnapshotMetadata{Index: uint64(10 + i), Term: 1}
 		if err := store.SaveSnapshot(raftpb.Snapshot{Metadata: md, Data: tc.data}); err != nil {

@@ -67,7 +67,7 @@ func TestTransferLeadershipFailsFast(t *testing.T) {
 	if err := n.TransferLeadership(ctx, 42); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("transfer to a stranger: got %v, want ErrNotMember", err)
 	}
-	if err := n.TransferLeadership(ctx, c.cfgs[1].ID); !errors.Is(err, ErrNoLeader) {
+	if err := n.TransferLeadership(ctx, c.id(1)); !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("transfer without a leader: got %v, want ErrNoLeader", err)
 	}
 	if _, err := n.Propose(ctx, []byte("x")); !errors.Is(err, ErrNoLeader) {

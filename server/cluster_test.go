@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"testing"
 	"time"
 
@@ -58,9 +60,11 @@ func newClusterNodes(t testing.TB, nodeTweak func(*node.Config), tweak func(*Con
 	for i := range size {
 		members = append(members, node.NewMember(fmt.Sprintf("n%d", i+1), freeAddr(t)))
 	}
+	cluster := rand.Uint64() | 1
 	for i := range size {
 		c.cfgs = append(c.cfgs, node.Config{
-			ID:             members[i].ID,
+			Name:           members[i].Name,
+			ClusterID:      cluster,
 			DataDir:        t.TempDir(),
 			Members:        members,
 			TickInterval:   10 * time.Millisecond,
@@ -100,15 +104,21 @@ func slowWrites(cfg *Config) {
 func (c *cluster) start(i int) {
 	c.t.Helper()
 	sm := NewStateMachine(kv.New())
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	cfg := c.cfgs[i]
 	cfg.StateMachine = sm
+	cfg.ClientURL = "http://" + httpLn.Addr().String()
 	n, err := node.Start(cfg)
 	if err != nil {
+		httpLn.Close()
 		c.t.Fatalf("start node %d: %v", i+1, err)
 	}
 	scfg := Config{
 		RedisAddr:       "127.0.0.1:0",
-		HTTPAddr:        "127.0.0.1:0",
+		HTTPListener:    httpLn,
 		Node:            n,
 		StateMachine:    sm,
 		Logger:          cfg.Logger,

@@ -73,6 +73,17 @@ func (f *fakeNode) ReadIndex(ctx context.Context) error { return nil }
 func (f *fakeNode) TransferLeadership(ctx context.Context, to uint64) error {
 	return errors.New("not supported")
 }
+func (f *fakeNode) AddMember(context.Context, string, string, bool) (node.MemberState, error) {
+	return node.MemberState{}, errors.New("not supported")
+}
+func (f *fakeNode) AddJoiner(context.Context, string, string) (node.MemberState, error) {
+	return node.MemberState{}, errors.New("not supported")
+}
+func (f *fakeNode) RemoveMember(context.Context, uint64) error  { return errors.New("not supported") }
+func (f *fakeNode) PromoteMember(context.Context, uint64) error { return errors.New("not supported") }
+func (f *fakeNode) LeaderClientURL(context.Context) (string, error) {
+	return "", errors.New("not supported")
+}
 func (f *fakeNode) Status() node.Status            { return node.Status{} }
 func (f *fakeNode) StatusChanged() <-chan struct{} { return nil } // never changes
 func (f *fakeNode) Stats() node.Stats              { return node.Stats{} }

@@ -22,9 +22,10 @@ func (s *Server) newHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	handleOps(mux, s.node)
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, MembersJSON{Members: statusJSON(s.node.Status()).Members})
-	})
+	mux.HandleFunc("GET /v1/members", s.handleMembers)
+	mux.HandleFunc("POST /v1/members", s.handleMemberChange("member_add", s.addMember))
+	mux.HandleFunc("DELETE /v1/members/{name}", s.handleMemberChange("member_remove", s.removeMember))
+	mux.HandleFunc("POST /v1/members/{name}/promote", s.handleMemberChange("member_promote", s.promoteMember))
 	mux.HandleFunc("POST /v1/leader/transfer", s.handleTransfer)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{
 		ErrorLog:      slogPrintln{s},
@@ -116,11 +117,6 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, out)
 }
 
-// MembersJSON is the body of GET /v1/members.
-type MembersJSON struct {
-	Members []MemberJSON `json:"members"`
-}
-
 // LeaderJSON is the body of a successful POST /v1/leader/transfer.
 type LeaderJSON struct {
 	Leader string `json:"leader"`
@@ -147,12 +143,12 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) error {
 	st := s.node.Status()
 	var to uint64
 	for _, m := range st.Members {
-		if m.Name == name {
+		if m.Name == name && m.Role == node.RoleVoter {
 			to = m.ID
 		}
 	}
 	if to == 0 {
-		return badRequest("to must name a member: ?to=<name>")
+		return badRequest("to must name a voter: ?to=<name>")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), transferWait)
 	defer cancel()
@@ -177,13 +173,6 @@ type StatusJSON struct {
 	Applied   uint64                  `json:"applied"`
 	Members   []MemberJSON            `json:"members"`
 	Progress  map[string]ProgressJSON `json:"progress,omitempty"` // leader only, by member name
-}
-
-// MemberJSON describes one cluster member.
-type MemberJSON struct {
-	Name string `json:"name"`
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
 }
 
 // ProgressJSON is the leader's view of one member's log.
@@ -212,7 +201,7 @@ func statusJSON(s node.Status) StatusJSON {
 		Applied:   s.Applied,
 	}
 	for _, m := range s.Members {
-		out.Members = append(out.Members, MemberJSON{Name: m.Name, ID: hexID(m.ID), Addr: m.Addr})
+		out.Members = append(out.Members, MemberJSON{Name: m.Name, ID: hexID(m.ID), Addr: m.Addr, Role: string(m.Role), Promote: m.Promote})
 	}
 	slices.SortFunc(out.Members, func(a, b MemberJSON) int { return cmp.Compare(a.Name, b.Name) })
 	if s.Progress != nil {

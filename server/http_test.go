@@ -433,7 +433,7 @@ func TestHTTPMembersAndTransfer(t *testing.T) {
 	// the leader through raft, under the asked follower's name.
 	runHTTP(t, c.srvs[asked], []httpCase{
 		{method: "POST", path: "/v1/leader/transfer?to=" + name, status: 200, wantJSON: fmt.Sprintf(`{"leader": %q}`, name)},
-		{method: "POST", path: "/v1/leader/transfer?to=nobody", status: 400, wantJSON: `{"error": "to must name a member: ?to=<name>", "code": "bad_request"}`},
+		{method: "POST", path: "/v1/leader/transfer?to=nobody", status: 400, wantJSON: `{"error": "to must name a voter: ?to=<name>", "code": "bad_request"}`},
 	})
 	if got := c.leader(); got != to {
 		t.Fatalf("leader after the transfer: n%d; want %s", got+1, name)

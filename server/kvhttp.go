@@ -29,11 +29,16 @@ type ErrorJSON struct {
 	Error string `json:"error"`
 	// Code is a stable machine-readable name: bad_request, not_found,
 	// too_large, not_integer, session_expired, request_too_old,
-	// unavailable, internal.
+	// unavailable, internal; for membership changes also not_leader,
+	// not_member, member_exists, last_voter, already_voter,
+	// change_pending, invalid_change, wrong_cluster.
 	Code string `json:"code"`
 	// Outcome, for a write that failed as unavailable, is "unknown" (it may
 	// still be applied) or "not_applied".
 	Outcome string `json:"outcome,omitempty"`
+	// Leader, with code not_leader, names the leader that can serve the
+	// request.
+	Leader string `json:"leader,omitempty"`
 }
 
 // PutJSON is the body of a successful PUT.

@@ -27,6 +27,14 @@ type Node interface {
 	// TransferLeadership hands leadership to member to and returns once
 	// this node sees to lead.
 	TransferLeadership(ctx context.Context, to uint64) error
+	// AddMember, AddJoiner, RemoveMember and PromoteMember change the
+	// membership (on the leader only; see node.Node).
+	AddMember(ctx context.Context, name, peerAddr string, learner bool) (node.MemberState, error)
+	AddJoiner(ctx context.Context, name, peerAddr string) (node.MemberState, error)
+	RemoveMember(ctx context.Context, id uint64) error
+	PromoteMember(ctx context.Context, id uint64) error
+	// LeaderClientURL returns the leader's client URL, for redirects.
+	LeaderClientURL(ctx context.Context) (string, error)
 	Status() node.Status
 	// StatusChanged returns a channel closed at the node's next change of
 	// role, leader or term.

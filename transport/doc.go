@@ -8,7 +8,8 @@
 //	magic "RKVT" | version (1 byte) | kind (1 byte) | cluster id | sender id | receiver id
 //
 // with the three ids as 8-byte big-endian integers. The kind says whether
-// the stream carries messages or one snapshot. The acceptor answers
+// the stream carries messages, one snapshot, or one query (a request and
+// its answer, for nodes that are not peers yet: see query.go). The acceptor answers
 // with "RKVT" | version | status (1 byte); any status but OK names the
 // reason (wrong cluster, unknown sender, ...) and the acceptor closes the
 // connection. After an OK the dialer sends frames, each a 4-byte big-endian

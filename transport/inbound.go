@@ -75,7 +75,7 @@ func (t *Transport) serve(raw net.Conn) {
 		t.mu.Unlock()
 		_ = raw.Close()
 	}()
-	p, conn, kind, err := t.accept(raw)
+	p, conn, hs, err := t.accept(raw)
 	t.mu.Lock()
 	t.pending--
 	t.mu.Unlock()
@@ -85,9 +85,16 @@ func (t *Transport) serve(raw net.Conn) {
 			slog.String("remote", raw.RemoteAddr().String()), slog.Any("err", err))
 		return
 	}
-	if kind == kindSnapshot {
+	switch hs.kind {
+	case kindQuery:
+		if err := t.answerQuery(hs.from, raw, conn); err != nil {
+			host, _, _ := net.SplitHostPort(raw.RemoteAddr().String())
+			t.logs.warn(host, causeOf(err), "failed to answer a query", slog.Uint64("from", hs.from), slog.Any("err", err))
+		}
+		return
+	case kindSnapshot:
 		err = t.receiveSnapshot(p, conn)
-	} else {
+	default:
 		err = t.read(p, conn)
 	}
 	if err == nil {
@@ -104,8 +111,8 @@ func (t *Transport) serve(raw net.Conn) {
 // admitted, makes raw its current inbound stream of the handshake's kind. A
 // stream the peer opens replaces its previous one of the same kind: that
 // one is dead or about to be, since a peer runs one of each at a time.
-func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, streamKind, error) {
-	fail := func(f *failure) (*peer, net.Conn, streamKind, error) { return nil, nil, 0, f }
+func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, handshake, error) {
+	fail := func(f *failure) (*peer, net.Conn, handshake, error) { return nil, nil, handshake{}, f }
 	if err := raw.SetDeadline(time.Now().Add(t.cfg.DialTimeout)); err != nil {
 		return fail(&failure{"handshake", err})
 	}
@@ -127,7 +134,7 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, streamKind, error) {
 	}
 	st := t.check(hs)
 	var p *peer
-	if st == statusOK {
+	if st == statusOK && hs.kind != kindQuery {
 		// Become the peer's current stream before the peer hears "ok":
 		// a peer that reconnects only after that answer then always finds
 		// this stream registered, and replaces it rather than being
@@ -162,7 +169,7 @@ func (t *Transport) accept(raw net.Conn) (*peer, net.Conn, streamKind, error) {
 		t.logs.reset(p.who)
 		t.log.Info("accepted peer stream", slog.Uint64("peer", p.id), slog.String("remote", raw.RemoteAddr().String()))
 	}
-	return p, conn, hs.kind, nil
+	return p, conn, hs, nil
 }
 
 // check decides the answer to a handshake.
@@ -170,6 +177,16 @@ func (t *Transport) check(hs handshake) status {
 	switch {
 	case hs.version != protocolVersion:
 		return statusBadVersion
+	case hs.kind == kindQuery:
+		// The asker may know neither the cluster's id nor be a peer yet:
+		// see query.go.
+		switch {
+		case t.cfg.Query == nil:
+			return statusBadKind
+		case hs.to != t.cfg.ID:
+			return statusWrongReceiver
+		}
+		return statusOK
 	case hs.kind != kindMessages && (hs.kind != kindSnapshot || t.cfg.Snapshots == nil):
 		return statusBadKind
 	case hs.clusterID != t.cfg.ClusterID:

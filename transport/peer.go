@@ -189,7 +189,13 @@ func (p *peer) connect(ctx context.Context) (raw, conn net.Conn, gen uint64, err
 
 // handshake runs the dialer's side of the handshake for a stream of kind.
 func (p *peer) handshake(raw net.Conn, addr string, kind streamKind) (net.Conn, error) {
-	cfg := &p.t.cfg
+	return p.t.dialHandshake(raw, addr, p.id, kind)
+}
+
+// dialHandshake runs the dialer's side of the handshake for a stream of
+// kind to node to at addr.
+func (t *Transport) dialHandshake(raw net.Conn, addr string, to uint64, kind streamKind) (net.Conn, error) {
+	cfg := &t.cfg
 	if err := raw.SetDeadline(time.Now().Add(cfg.DialTimeout)); err != nil {
 		return nil, &failure{"handshake", err}
 	}
@@ -201,7 +207,7 @@ func (p *peer) handshake(raw net.Conn, addr string, kind streamKind) (net.Conn, 
 		}
 		conn = tc
 	}
-	hs := handshake{version: protocolVersion, kind: kind, clusterID: cfg.ClusterID, from: cfg.ID, to: p.id}
+	hs := handshake{version: protocolVersion, kind: kind, clusterID: cfg.ClusterID, from: cfg.ID, to: to}
 	if _, err := conn.Write(hs.appendTo(make([]byte, 0, handshakeSize))); err != nil {
 		return nil, &failure{"handshake", fmt.Errorf("send handshake: %w", err)}
 	}

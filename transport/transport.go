@@ -64,6 +64,9 @@ type Config struct {
 	// messages are dropped (and reported failed) and snapshot streams are
 	// refused.
 	Snapshots Snapshots
+	// Query, when set, answers other nodes' queries (see Transport.Query).
+	// Without it, query streams are refused.
+	Query QueryFunc
 	// MaxSnapshotBytes bounds the data of a snapshot this node accepts
 	// from a peer (default DefaultMaxSnapshotBytes).
 	MaxSnapshotBytes int64

@@ -55,6 +55,8 @@ const (
 	kindMessages streamKind = iota + 1
 	// kindSnapshot: one snapshot (see snapshot.go), then an answer.
 	kindSnapshot
+	// kindQuery: one request, then an answer (see query.go).
+	kindQuery
 )
 
 // handshake is what a dialer says before anything else.

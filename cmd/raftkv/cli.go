@@ -26,7 +26,7 @@ var commands = map[string]struct {
 	"put":             {1, 2, "KEY [VALUE]"},
 	"del":             {1, 1, "KEY"},
 	"status":          {0, 0, ""},
-	"members":         {0, 0, ""},
+	"members":         {0, 3, "[list | add NAME PEER_ADDR [--learner] | remove NAME | promote NAME]"},
 	"transfer-leader": {1, 1, "NAME"},
 }
 
@@ -38,12 +38,19 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	endpoints := fs.String("endpoints", strings.Join(devAddrs("127.0.0.1", defaultHTTPPort, defaultNodes), ","), "comma-separated HTTP addresses of the cluster's nodes")
 	output := fs.String("output", "text", "output format: text or json")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long, retries included")
+	var learner bool
+	if cmd == "members" {
+		fs.BoolVar(&learner, "learner", false, "members add: add a learner (it receives the log but does not vote) rather than a voter")
+	}
 	pos, err := parseFlags(fs, args, stderr, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err == nil {
 		err = checkCommand(cmd, pos, *output, *timeout)
+	}
+	if err == nil && cmd == "members" {
+		err = checkMembersCommand(pos, learner)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "raftkv %s: %s\n", cmd, oneLine(err))
@@ -69,7 +76,7 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 	case "status":
 		err = status(ctx, c, p)
 	case "members":
-		err = members(ctx, c, p)
+		err = membersCommand(ctx, c, p, pos, learner)
 	case "transfer-leader":
 		err = transferLeader(ctx, c, p, pos[0])
 	}
@@ -229,38 +236,83 @@ func status(ctx context.Context, c *client.Client, p printer) error {
 	return nil
 }
 
-// members prints the cluster's members as the first answering node knows
-// them, with the role of those that answered.
-func members(ctx context.Context, c *client.Client, p printer) error {
-	all, err := c.Status(ctx)
-	if err != nil {
+// membersUsage lists the members subcommands and their arguments.
+var membersUsage = map[string]int{"list": 0, "add": 2, "remove": 1, "promote": 1}
+
+func checkMembersCommand(pos []string, learner bool) error {
+	sub := "list"
+	if len(pos) > 0 {
+		sub = pos[0]
+	}
+	n, ok := membersUsage[sub]
+	switch {
+	case !ok:
+		return fmt.Errorf("members %q: want list, add, remove or promote (see raftkv members -h)", sub)
+	case len(pos) > 0 && len(pos)-1 != n:
+		return fmt.Errorf("usage: raftkv members %s, got %d arguments", map[string]string{
+			"list": "list", "add": "add NAME PEER_ADDR [--learner]", "remove": "remove NAME", "promote": "promote NAME"}[sub], len(pos)-1)
+	case learner && sub != "add":
+		return errors.New("--learner goes with members add")
+	}
+	return nil
+}
+
+// membersCommand lists the members, or changes them and prints the
+// membership that results.
+func membersCommand(ctx context.Context, c *client.Client, p printer, pos []string, learner bool) error {
+	var (
+		m    client.Membership
+		err  error
+		done string
+	)
+	sub := "list"
+	if len(pos) > 0 {
+		sub = pos[0]
+	}
+	switch sub {
+	case "list":
+		m, err = c.Membership(ctx)
+	case "add":
+		var opts []client.MemberOption
+		role := "voter"
+		if learner {
+			opts, role = append(opts, client.AsLearner()), "learner"
+		}
+		m, err = c.AddMember(ctx, pos[1], pos[2], opts...)
+		done = fmt.Sprintf("added %s (%s) as a %s\n", pos[1], pos[2], role)
+	case "remove":
+		m, err = c.RemoveMember(ctx, pos[1])
+		done = fmt.Sprintf("removed %s\n", pos[1])
+	case "promote":
+		m, err = c.PromoteMember(ctx, pos[1])
+		done = fmt.Sprintf("promoted %s to voter\n", pos[1])
+	}
+	switch {
+	case errors.Is(err, client.ErrNotMember) && len(pos) > 1:
+		return fmt.Errorf("%q is not a member of the cluster (see raftkv members)", pos[1])
+	case err != nil:
 		return err
 	}
-	var ms []client.Member
-	roles := make(map[string]string)
-	for _, ns := range all {
-		if ns.Err != nil {
-			continue
-		}
-		if ms == nil {
-			ms = ns.Status.Members
-		}
-		roles[ns.Status.Name] = ns.Status.Role
-	}
 	var b strings.Builder
+	b.WriteString(done)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tPEER ADDRESS\tROLE")
-	for _, m := range ms {
-		role := roles[m.Name]
-		if role == "" {
-			role = "-"
+	fmt.Fprintln(tw, "NAME\tID\tPEER ADDRESS\tROLE\tMATCH\tLAG")
+	for _, mb := range m.Members {
+		role := mb.Role
+		if mb.Name == m.Leader {
+			role += " (leader)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.ID, m.Addr, role)
+		if mb.Promote {
+			role += " (joining)"
+		}
+		match, lag := "-", "-"
+		if mb.Match != nil && mb.Lag != nil {
+			match, lag = fmt.Sprint(*mb.Match), fmt.Sprint(*mb.Lag)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", mb.Name, mb.ID, mb.Addr, role, match, lag)
 	}
 	tw.Flush()
-	return p.print(struct {
-		Members []client.Member `json:"members"`
-	}{ms}, b.String())
+	return p.print(m, b.String())
 }
 
 // transferLeader hands leadership to the member called name and prints it

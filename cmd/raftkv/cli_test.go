@@ -215,3 +215,103 @@ func TestTransferLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinAndMembers grows a one-node cluster with "raftkv serve --join",
+// which the leader promotes once it caught up, changes the membership with
+// "raftkv members", and checks the refusals: a change the cluster refuses
+// exits 1; a data directory of another cluster given --join exits 2.
+func TestJoinAndMembers(t *testing.T) {
+	addrs := testenv.FreeAddrs(t, 6)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var logs syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	soloExit := serve(ctx, t, &logs, "solo", "solo="+addrs[0], addrs[1], addrs[2])
+	cmd := func(args ...string) (code int, stdout, stderr string) {
+		t.Helper()
+		var o, e bytes.Buffer
+		code = run(context.Background(), args, nil, &o, &e, env(map[string]string{"RAFTKV_ENDPOINTS": addrs[2]}))
+		return code, o.String(), e.String()
+	}
+	members := func() map[string]string {
+		code, out, _ := cmd("members", "list", "--output", "json")
+		var m struct{ Members []struct{ Name, Role string } }
+		if code != 0 || json.Unmarshal([]byte(out), &m) != nil {
+			return nil
+		}
+		roles := make(map[string]string)
+		for _, mb := range m.Members {
+			roles[mb.Name] = mb.Role
+		}
+		return roles
+	}
+	testenv.Eventually(t, "solo to lead", func() bool { return members()["solo"] == "voter" })
+
+	joinDir := filepath.Join(t.TempDir(), "n2")
+	joinArgs := []string{"serve", "--id", "n2", "--peer-addr", addrs[3], "--data-dir", joinDir, "--join", "http://" + addrs[2],
+		"--http-addr", addrs[4], "--tick-interval", "10ms", "--log-format", "json"}
+	joinExit := make(chan int, 1)
+	go func() { joinExit <- run(ctx, joinArgs, nil, &bytes.Buffer{}, &logs, env(nil)) }()
+	testenv.Eventually(t, "n2 to join and be promoted to voter", func() bool { return members()["n2"] == "voter" })
+
+	code, out, stderr := cmd("members")
+	if rows := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(rows) != 3 || !strings.HasPrefix(rows[0], "NAME ") || !strings.Contains(out, "voter (leader)") {
+		t.Fatalf("members: exit %d, %q %q; want a table of two voters and the leader marked", code, out, stderr)
+	}
+	for _, c := range []struct {
+		args  []string
+		code  int
+		errIn string
+	}{
+		{[]string{"members", "add", "n3", addrs[5], "--learner"}, 0, ""},
+		{[]string{"members", "add", "n3", addrs[5]}, 1, "member exists"},
+		{[]string{"members", "add", "n9", addrs[3]}, 1, "member exists"},
+		{[]string{"members", "promote", "nobody"}, 1, `"nobody" is not a member`},
+		{[]string{"members", "remove", "n3"}, 0, ""},
+		{[]string{"members", "remove"}, 2, "usage: raftkv members remove NAME"},
+		{[]string{"members", "frobnicate"}, 2, "want list, add, remove or promote"},
+		{[]string{"members", "remove", "n3", "--learner"}, 2, "--learner goes with members add"},
+	} {
+		code, _, stderr := cmd(c.args...)
+		if code != c.code || !strings.Contains(stderr, c.errIn) || strings.Count(stderr, "\n") > 1 {
+			t.Errorf("raftkv %q: exit %d, stderr %q; want exit %d with %q", c.args, code, stderr, c.code, c.errIn)
+		}
+	}
+
+	// Removing n2 stops it, cleanly.
+	if code, _, stderr := cmd("members", "remove", "n2"); code != 0 {
+		t.Fatalf("members remove n2: exit %d, %s", code, stderr)
+	}
+	select {
+	case code := <-joinExit:
+		if code != exitOK || !strings.Contains(logs.String(), "removed from the cluster") {
+			t.Fatalf("removed n2 exited with %d, want 0 saying it was removed", code)
+		}
+	case <-time.After(testenv.WaitTimeout):
+		t.Fatal("removed n2 did not stop")
+	}
+
+	// n2's data directory belongs to solo's cluster: --join to another
+	// cluster is refused.
+	other := testenv.FreeAddrs(t, 3)
+	otherExit := serve(ctx, t, &logs, "other", "other="+other[0], other[1], other[2])
+	testenv.Eventually(t, "the other cluster to answer", func() bool {
+		code, _, _ := cmd("members", "--endpoints", other[2])
+		return code == 0
+	})
+	var e bytes.Buffer
+	joinArgs[len(joinArgs)-7] = "http://" + other[2] // --join's value
+	if code := run(ctx, joinArgs, nil, &bytes.Buffer{}, &e, env(nil)); code != exitStartup || !strings.Contains(e.String(), "another cluster") || strings.Count(e.String(), "\n") != 1 {
+		t.Fatalf("--join to another cluster: exit %d, stderr %q; want 2 and one line", code, e.String())
+	}
+	stop()
+	for _, exited := range []<-chan int{soloExit, otherExit} {
+		if code := <-exited; code != exitOK {
+			t.Errorf("a node exited with %d, want 0", code)
+		}
+	}
+}

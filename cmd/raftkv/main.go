@@ -4,9 +4,14 @@
 //	raftkv serve --id n1 --data-dir DIR --peer-addr 127.0.0.1:7001 \
 //	    --redis-addr 127.0.0.1:6381 --http-addr 127.0.0.1:8081 \
 //	    --cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+//	raftkv serve --id n4 --data-dir DIR --peer-addr 127.0.0.1:7004 --join http://127.0.0.1:8081
 //	raftkv 127.0.0.1:7000 127.0.0.1:7001 127.0.0.1:7002
 //	raftkv dev
 //	raftkv get|put|del|status|members|transfer-leader ... [--endpoints URL,...]
+//
+// Founders of a new cluster wait for each other at their first start: they
+// agree on a random cluster id (see node.Found), so a node left over from
+// an earlier cluster is refused.
 //
 // The second form is the original teaching program's: the address to listen
 // on, then the peers' addresses. Every flag can also be set through an
@@ -39,6 +44,9 @@ const (
 
 const usage = `usage:
   raftkv serve --id NAME --data-dir DIR --cluster NAME=HOST:PORT,... [flags]
+                                                   a founder of a new cluster
+  raftkv serve --id NAME --data-dir DIR --peer-addr HOST:PORT --join URL [flags]
+                                                   a new node that joins a running cluster
   raftkv serve --data-dir DIR [flags]              restart a node
   raftkv [flags] LISTEN_ADDR [PEER_ADDR...]        the original form
   raftkv dev [flags]                               a local three-node cluster
@@ -46,12 +54,16 @@ const usage = `usage:
   raftkv put KEY [VALUE]                           set KEY (VALUE from stdin if omitted)
   raftkv del KEY                                   delete KEY
   raftkv status                                    every node's raft state
-  raftkv members                                   the cluster's members
+  raftkv members [list]                            the cluster's members
+  raftkv members add NAME PEER_ADDR [--learner]    add a voter (or a learner)
+  raftkv members remove NAME                       remove a member
+  raftkv members promote NAME                      make a learner a voter
   raftkv transfer-leader NAME                      make member NAME the leader
 
 get, put, del, status, members and transfer-leader talk to --endpoints
 (default: the dev cluster's) and exit 0 on success, 1 on failure (a
-missing key or an unknown member included) and 2 on bad usage. "raftkv COMMAND -h" lists a command's flags.
+missing key, an unknown member or a refused change included) and 2 on bad
+usage. "raftkv COMMAND -h" lists a command's flags.
 Every flag can also be set as RAFTKV_<FLAG> (dashes as underscores).
 `
 

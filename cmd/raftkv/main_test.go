@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"flag"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +30,8 @@ func TestOriginalForm(t *testing.T) {
 	if !strings.Contains(stderr.String(), cfg.DataDir) || strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("stderr %q, want one line naming the data directory", stderr.String())
 	}
-	if cfg.ID != node.MemberID("127.0.0.1:7000") || len(cfg.Members) != 3 {
-		t.Errorf("id %x members %v, want the first address's id and three members", cfg.ID, cfg.Members)
+	if cfg.Name != "127.0.0.1:7000" || len(o.founders) != 3 {
+		t.Errorf("name %q founders %v, want the first address and three founders", cfg.Name, o.founders)
 	}
 	if o.httpAddr != "127.0.0.1:8080" {
 		t.Errorf("--http-addr between addresses was not parsed: %q", o.httpAddr)
@@ -37,12 +39,15 @@ func TestOriginalForm(t *testing.T) {
 
 	// The same peers listed in another order, as the other terminals do,
 	// give the same cluster.
-	other, _, err := parseArgs([]string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7000"}, &stderr, env(nil))
+	_, other, err := parseArgs([]string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7000"}, &stderr, env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if node.ClusterID(other.Members) != node.ClusterID(cfg.Members) {
-		t.Error("rotating the addresses changed the cluster id")
+	byID := func(ms []node.Member) []node.Member {
+		return slices.SortedFunc(slices.Values(ms), func(a, b node.Member) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	if !slices.Equal(byID(other.founders), byID(o.founders)) {
+		t.Error("rotating the addresses changed the founders")
 	}
 }
 
@@ -60,8 +65,8 @@ func TestServeFlagsAndEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ID != node.MemberID("n2") || cfg.DataDir != dir || len(cfg.Members) != 3 {
-		t.Errorf("got id %x dir %q members %v", cfg.ID, cfg.DataDir, cfg.Members)
+	if cfg.Name != "n2" || cfg.DataDir != dir || len(o.founders) != 3 {
+		t.Errorf("got name %q dir %q founders %v", cfg.Name, cfg.DataDir, o.founders)
 	}
 	if o.logFormat != "json" || cfg.ElectionTicks != 20 || cfg.TickInterval != 50*time.Millisecond || !cfg.LeaseReads {
 		t.Errorf("got log format %q, election ticks %d, tick %v, lease reads %v", o.logFormat, cfg.ElectionTicks, cfg.TickInterval, cfg.LeaseReads)
@@ -89,6 +94,11 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--data-dir", "d", "--id", "n1"},
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1"},
 		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1,n1=a:2"},
+		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1,n2=a:1"},
+		{"serve", "--data-dir", "d", "--id", "n1", "--cluster", "n1=a:1", "--join", "http://a:2"},
+		{"serve", "--data-dir", "d", "--id", "n1", "--join", "http://a:2"},
+		{"serve", "--data-dir", "d", "--peer-addr", "a:1", "--join", "http://a:2"},
+		{"serve", "--data-dir", "d", "--id", "n 1", "--peer-addr", "a:1", "--join", "http://a:2"},
 		{"--status-interval", "-1s", "127.0.0.1:7000"},
 		{"--read-mode", "fast", "127.0.0.1:7000"},
 		{"--catch-up-entries", "-1", "127.0.0.1:7000"},

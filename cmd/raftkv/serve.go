@@ -6,13 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/raftkv/raftkv/client"
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/node"
 	"github.com/raftkv/raftkv/raft"
@@ -81,6 +83,10 @@ type options struct {
 	statusInterval      time.Duration
 	id, peerAddr        string // serve only
 	cluster             string // serve only
+	join                string // serve only: a member's HTTP address
+	// founders are the members a new founder founds the cluster with:
+	// from --cluster, or the original form's addresses.
+	founders []node.Member
 }
 
 // runNode runs one node, in either form, until ctx is cancelled (a signal)
@@ -100,7 +106,23 @@ func runNode(ctx context.Context, args []string, stderr io.Writer, getenv func(s
 		return exitStartup
 	}
 	cfg.Logger = logger
-	n, srv, err := startNode(cfg, o, logger)
+	// Listen first, so that a busy port is reported before the node
+	// touches its data.
+	redisLn, httpLn, err := listenAPIs(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
+		return exitStartup
+	}
+	if err := prepare(ctx, &cfg, o, logger); err != nil {
+		closeAll(redisLn, httpLn)
+		if ctx.Err() != nil {
+			logger.Info("stopped on signal before the node started", "err", err)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
+		return exitStartup
+	}
+	n, srv, err := startNode(cfg, logger, redisLn, httpLn)
 	if err != nil {
 		fmt.Fprintf(stderr, "raftkv: %s\n", oneLine(err))
 		return exitStartup
@@ -123,8 +145,12 @@ wait:
 			handOff(n, electionTimeout(cfg), logger)
 			break wait
 		case <-n.Done():
-			// Stopped on its own: only a failure does that.
+			// Stopped on its own: removed from the cluster, or failed.
 			code = exitFailed
+			if errors.Is(n.Err(), node.ErrRemoved) {
+				logger.Info("removed from the cluster: stopping for good (its data directory is no longer needed)")
+				code = exitOK
+			}
 			break wait
 		}
 	}
@@ -146,21 +172,26 @@ wait:
 	return code
 }
 
-// startNode starts the node with the kv store as its state machine, and the
-// server for the client addresses given, if any.
-func startNode(cfg node.Config, o options, logger *slog.Logger) (*node.Node, *server.Server, error) {
-	sm := server.NewStateMachine(kv.New())
-	cfg.StateMachine = sm
-	// Listen before starting the node, so that a busy port is reported
-	// before the node touches its data.
-	redisLn, err := listen("redis", o.redisAddr)
-	if err != nil {
+// listenAPIs listens on the client addresses given, if any.
+func listenAPIs(o options) (redisLn, httpLn net.Listener, err error) {
+	if redisLn, err = listen("redis", o.redisAddr); err != nil {
 		return nil, nil, err
 	}
-	httpLn, err := listen("http", o.httpAddr)
-	if err != nil {
+	if httpLn, err = listen("http", o.httpAddr); err != nil {
 		closeAll(redisLn)
 		return nil, nil, err
+	}
+	return redisLn, httpLn, nil
+}
+
+// startNode starts the node with the kv store as its state machine, and the
+// server on the client listeners, if any. It closes the listeners if it
+// fails.
+func startNode(cfg node.Config, logger *slog.Logger, redisLn, httpLn net.Listener) (*node.Node, *server.Server, error) {
+	sm := server.NewStateMachine(kv.New())
+	cfg.StateMachine = sm
+	if httpLn != nil {
+		cfg.ClientURL = clientURL(httpLn.Addr(), cfg.PeerAddr)
 	}
 	n, err := node.Start(cfg)
 	if err != nil {
@@ -225,6 +256,99 @@ func handOff(n *node.Node, wait time.Duration, logger *slog.Logger) {
 	logger.Info("handed leadership over", "to", st.Name(to), "took", time.Since(start).Round(time.Millisecond))
 }
 
+// clientURL is the URL other members send clients to for this node's HTTP
+// API at addr. A wildcard host (":8081") is not one to dial: the host of
+// the peer address, which the others dial, stands in for it.
+func clientURL(addr net.Addr, peerAddr string) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, _, err := net.SplitHostPort(peerAddr); err == nil && h != "" {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// prepare makes a new node's data directory ready for node.Start: a
+// founder agrees on the cluster id with the other founders (node.Found,
+// which waits for them all), a joining node asks the cluster to add it. A
+// restarted node needs nothing; with --join, the cluster it names must be
+// the data directory's.
+func prepare(ctx context.Context, cfg *node.Config, o options, logger *slog.Logger) error {
+	id, err := node.LoadIdentity(cfg.DataDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	exists := err == nil
+	switch {
+	case exists && id.ClusterID != 0 && o.join != "":
+		return checkJoinTarget(ctx, o.join, id, logger)
+	case exists && id.ClusterID != 0:
+		return nil // a restart
+	case o.join != "" && exists:
+		return fmt.Errorf("%s began founding a cluster (%s): empty it to join another", cfg.DataDir, id)
+	case o.join != "":
+		return join(ctx, cfg, o.join, logger)
+	}
+	_, err = node.Found(ctx, node.FoundConfig{
+		Name: cfg.Name, DataDir: cfg.DataDir, Members: o.founders, ListenAddr: cfg.PeerAddr, Logger: logger,
+	})
+	return err
+}
+
+// joinWait bounds asking to join: the cluster may be electing a leader.
+const joinWait = time.Minute
+
+// join asks the cluster at joinAddr to add this node, and fills cfg with
+// what the answer says: the cluster's id and members.
+func join(ctx context.Context, cfg *node.Config, joinAddr string, logger *slog.Logger) error {
+	c, err := client.New([]string{joinAddr}, client.WithTimeout(joinWait))
+	if err != nil {
+		return fmt.Errorf("--join: %w", err)
+	}
+	defer c.Close()
+	logger.Info("asking the cluster to add this node", "join", joinAddr, "name", cfg.Name, "peer_addr", cfg.PeerAddr)
+	ans, err := c.Join(ctx, cfg.Name, cfg.PeerAddr, "")
+	if err != nil {
+		return fmt.Errorf("join the cluster at %s: %w", joinAddr, err)
+	}
+	cluster, err := strconv.ParseUint(ans.ClusterID, 16, 64)
+	if err != nil || cluster == 0 {
+		return fmt.Errorf("join the cluster at %s: bad cluster id %q in the answer", joinAddr, ans.ClusterID)
+	}
+	var members []node.Member
+	for _, m := range ans.Members {
+		nm := node.NewMember(m.Name, m.Addr)
+		if fmt.Sprintf("%016x", nm.ID) != m.ID {
+			return fmt.Errorf("join the cluster at %s: member %q has id %s, not its name's", joinAddr, m.Name, m.ID)
+		}
+		members = append(members, nm)
+	}
+	cfg.ClusterID, cfg.Members, cfg.Join = cluster, members, true
+	logger.Info("added to the cluster as a learner; it becomes a voter once it has caught up", "cluster", ans.ClusterID, "leader", ans.Leader)
+	return nil
+}
+
+// checkJoinTarget refuses a restart with --join naming a node of another
+// cluster than the data directory's. If the node does not answer, the
+// restart goes on: the directory says which cluster it is.
+func checkJoinTarget(ctx context.Context, joinAddr string, id node.Identity, logger *slog.Logger) error {
+	c, err := client.New([]string{joinAddr}, client.WithTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("--join: %w", err)
+	}
+	defer c.Close()
+	m, err := c.Membership(ctx)
+	if err != nil {
+		logger.Warn("restarting without checking the cluster at --join", "join", joinAddr, "err", err)
+		return nil
+	}
+	if want := fmt.Sprintf("%016x", id.ClusterID); m.ClusterID != want {
+		return fmt.Errorf("%w: the data directory holds %s, but --join %s is a node of cluster %s", client.ErrWrongCluster, id, joinAddr, m.ClusterID)
+	}
+	return nil
+}
+
 // listen listens on addr for the named API; an empty addr means none.
 func listen(api, addr string) (net.Listener, error) {
 	if addr == "" {
@@ -261,9 +385,10 @@ func parseArgs(args []string, stderr io.Writer, getenv func(string) string) (nod
 	fs.StringVar(&o.httpAddr, "http-addr", "", "address for the HTTP API, metrics and dashboard; empty: none")
 	fs.DurationVar(&o.statusInterval, "status-interval", 2*time.Second, "how often to log the status line; 0: never")
 	if serve {
-		fs.StringVar(&o.id, "id", "", "this node's name, one of --cluster (new node only)")
-		fs.StringVar(&o.peerAddr, "peer-addr", "", "address to listen on for peers (default: this node's --cluster address)")
-		fs.StringVar(&o.cluster, "cluster", "", "initial cluster as NAME=HOST:PORT,... (new node only)")
+		fs.StringVar(&o.id, "id", "", "this node's name: one of --cluster, or a new name with --join (new node only)")
+		fs.StringVar(&o.peerAddr, "peer-addr", "", "address to listen on for peers, and, with --join, the one they dial (default: this node's --cluster address)")
+		fs.StringVar(&o.cluster, "cluster", "", "the founders of a new cluster as NAME=HOST:PORT,... (new node only)")
+		fs.StringVar(&o.join, "join", "", "HTTP address of any member of a running cluster to join (new node, with --id and --peer-addr)")
 	}
 	pos, err := parseFlags(fs, args, stderr, getenv)
 	if err != nil {
@@ -303,34 +428,54 @@ func parseArgs(args []string, stderr io.Writer, getenv func(string) string) (nod
 }
 
 // serveConfig builds the configuration of "raftkv serve": from --id and
-// --cluster for a new node, or from the data directory for a restart.
+// --cluster for a founder, --id, --peer-addr and --join for a node that
+// joins, or from the data directory for a restart.
 func serveConfig(o *options) (node.Config, error) {
 	if o.dataDir == "" {
 		return node.Config{}, errors.New("--data-dir is required")
 	}
-	cfg := node.Config{DataDir: o.dataDir, PeerAddr: o.peerAddr}
-	if o.cluster == "" && o.id == "" {
-		m, err := node.LoadMembership(o.dataDir)
-		if errors.Is(err, os.ErrNotExist) {
-			return node.Config{}, fmt.Errorf("%s holds no node yet: a new node needs --id and --cluster", o.dataDir)
-		}
-		if err != nil {
-			return node.Config{}, err
-		}
-		cfg.ID, cfg.ClusterID, cfg.Members = m.ID, m.ClusterID, m.Members
-		return cfg, nil
+	cfg := node.Config{DataDir: o.dataDir, Name: o.id, PeerAddr: o.peerAddr}
+	id, err := node.LoadIdentity(o.dataDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return node.Config{}, err
 	}
-	if o.cluster == "" || o.id == "" {
+	exists := err == nil
+	switch {
+	case o.join != "" && o.cluster != "":
+		return node.Config{}, errors.New("--join and --cluster exclude each other: a node founds a cluster or joins one")
+	case o.join != "" && exists:
+		return cfg, nil // a restart; the cluster at --join is checked
+	case o.join != "":
+		if o.id == "" || o.peerAddr == "" {
+			return node.Config{}, errors.New("a node that joins needs --id and --peer-addr (the address its peers dial)")
+		}
+		if err := node.CheckName(o.id); err != nil {
+			return node.Config{}, fmt.Errorf("--id: %w", err)
+		}
+		if err := checkAddr(o.peerAddr); err != nil {
+			return node.Config{}, fmt.Errorf("--peer-addr: %w", err)
+		}
+		return cfg, nil
+	case o.cluster == "" && o.id == "":
+		if !exists {
+			return node.Config{}, fmt.Errorf("%s holds no node yet: a new node needs --id and --cluster, or --id, --peer-addr and --join", o.dataDir)
+		}
+		cfg.Name = id.Name
+		if id.ClusterID == 0 {
+			o.founders = id.Members // founding was under way: go on
+		}
+		return cfg, nil
+	case o.cluster == "" || o.id == "":
 		return node.Config{}, errors.New("--id and --cluster go together")
 	}
 	members, err := parseCluster(o.cluster)
 	if err != nil {
 		return node.Config{}, err
 	}
-	cfg.ID, cfg.Members = node.MemberID(o.id), members
-	if !hasMember(members, cfg.ID) {
+	if !hasMember(members, node.MemberID(o.id)) {
 		return node.Config{}, fmt.Errorf("--id %q is not in --cluster", o.id)
 	}
+	o.founders = members
 	return cfg, nil
 }
 
@@ -342,12 +487,20 @@ func parseCluster(s string) ([]node.Member, error) {
 		if !ok || name == "" {
 			return nil, fmt.Errorf("--cluster: %q is not NAME=HOST:PORT", part)
 		}
+		if err := node.CheckName(name); err != nil {
+			return nil, fmt.Errorf("--cluster: %w", err)
+		}
 		if err := checkAddr(addr); err != nil {
 			return nil, fmt.Errorf("--cluster: member %s: %w", name, err)
 		}
 		m := node.NewMember(name, addr)
 		if hasMember(members, m.ID) {
 			return nil, fmt.Errorf("--cluster: %s is listed twice", name)
+		}
+		for _, o := range members {
+			if o.Addr == addr {
+				return nil, fmt.Errorf("--cluster: %s and %s have the same address %s", o.Name, name, addr)
+			}
 		}
 		members = append(members, m)
 	}
@@ -376,7 +529,8 @@ func originalConfig(o *options, addrs []string, stderr io.Writer) (node.Config, 
 		o.dataDir = filepath.Join("raftkv-data", strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addrs[0]))
 		fmt.Fprintf(stderr, "raftkv: node %s keeps its data in %s\n", addrs[0], o.dataDir)
 	}
-	return node.Config{ID: members[0].ID, DataDir: o.dataDir, Members: members}, nil
+	o.founders = members
+	return node.Config{Name: members[0].Name, DataDir: o.dataDir}, nil
 }
 
 func hasMember(ms []node.Member, id uint64) bool {
