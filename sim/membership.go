@@ -179,9 +179,11 @@ func removesVoters(cs raftpb.ConfState, cc raftpb.ConfChange) bool {
 	return false
 }
 
-// keepsMajority reports whether a majority of cs's voters are still members
+// keepsMajority reports whether a majority of cs's voters are still voters
 // once cc is done, joint phase included (a change the core will refuse
-// counts as keeping them all).
+// counts as keeping them all). Those voters can then elect a leader among
+// themselves whatever the others know; a demoted voter, which never
+// campaigns, may be the only one holding the log a candidate needs.
 func keepsMajority(cs raftpb.ConfState, cc raftpb.ConfChange) bool {
 	next, err := confchange.Apply(cs, cc)
 	if err != nil {
@@ -192,7 +194,7 @@ func keepsMajority(cs raftpb.ConfState, cc raftpb.ConfChange) bool {
 	}
 	kept := 0
 	for _, id := range cs.Voters {
-		if isMember(next, id) {
+		if isVoter(next, id) {
 			kept++
 		}
 	}

@@ -18,15 +18,16 @@ type Options struct {
 	// ChangeEvery is the mean number of ticks between membership changes
 	// (membership.go); 0: the membership never changes.
 	ChangeEvery int
-	// MajorityChanges lets a change remove half the voters or more at
-	// once ("move a majority"), and lets followers forward changes that
-	// remove voters (they then apply to whatever configuration is in
+	// MajorityChanges lets a change remove or demote half the voters or
+	// more at once ("move a majority"), and lets followers forward changes
+	// that remove voters (they then apply to whatever configuration is in
 	// effect when they arrive). Off, every change keeps a majority of the
-	// voters it starts from as members. Such changes are correct under
+	// voters it starts from as voters. Such changes are correct under
 	// joint consensus, but with the core as it is they can leave the
 	// cluster stuck for good: a voter that never heard that the joint
-	// configuration was left stays in it, and needs votes from the
-	// removed nodes, which refuse every vote (membership.go, liveness).
+	// configuration was left stays in it and needs votes from the nodes
+	// it removed, which refuse every vote, or from demoted ones, which
+	// refuse a candidate whose log is shorter and never campaign.
 	MajorityChanges bool
 	Mix             Mix
 	// Raft is every node's raft.Config; the cluster fills in ID, Storage,
