@@ -231,7 +231,7 @@ func linearizableAcrossLeaderKill(t *testing.T, env ...string) {
 	procs, dataDirs := serveCluster(t, env...)
 	leader, term := agreedLeader(t, procs...)
 
-	ld := startLoad(t, procs, 8)
+	ld := startLoad(t, redisAddrs(procs), 8)
 	defer ld.stop()
 	eventually(t, "300 commands answered before the kill", func() bool { return ld.total() >= 300 })
 	killedAt := time.Now()
@@ -255,6 +255,15 @@ func linearizableAcrossLeaderKill(t *testing.T, env ...string) {
 	ld.hist.check(t)
 }
 
+// redisAddrs returns the Redis addresses of procs.
+func redisAddrs(procs []*proc) []string {
+	var addrs []string
+	for _, p := range procs {
+		addrs = append(addrs, p.redis)
+	}
+	return addrs
+}
+
 // load is concurrent loadWorkers against a cluster, sharing one history.
 type load struct {
 	hist    *history
@@ -263,23 +272,24 @@ type load struct {
 	wg      sync.WaitGroup
 }
 
-// startLoad starts n workers, each with a client for every node of procs,
-// starting on different nodes. Stop them with stop.
-func startLoad(t *testing.T, procs []*proc, n int) *load {
+// startLoad starts n workers, each with a client for every Redis address
+// of addrs (nodes that may not run yet, or no longer), starting on
+// different ones. Stop them with stop.
+func startLoad(t *testing.T, addrs []string, n int) *load {
 	t.Helper()
 	ld := &load{hist: newHistory()}
 	clientIDs := new(atomic.Int64)
 	clientIDs.Store(int64(n))
 	for i := range n {
 		w := &loadWorker{
-			t: t, id: i, client: i, hist: ld.hist, cur: i % len(procs),
+			t: t, id: i, client: i, hist: ld.hist, cur: i % len(addrs),
 			rng:  rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
 			seen: make(map[string]string), acked: make(map[string]string), clientIDs: clientIDs,
 			failingSince: -1,
 		}
 		w.since.Store(1<<63 - 1)
-		for _, p := range procs {
-			w.clients = append(w.clients, redisClient(t, p.redis))
+		for _, addr := range addrs {
+			w.clients = append(w.clients, redisClient(t, addr))
 		}
 		ld.workers = append(ld.workers, w)
 	}

@@ -19,7 +19,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	_, term := agreedLeader(t, procs...)
 	elected := time.Now() // the first election is over
 
-	ld := startLoad(t, procs, 6)
+	ld := startLoad(t, redisAddrs(procs), 6)
 	ld.answeredSinceNow(t, 20, "before the first restart")
 	var stopped []*proc // every incarnation that stopped, for its logs
 	for i, p := range procs {
