@@ -119,6 +119,8 @@
 //	go test ./sim -run TestSim -seed=12345 -v     # replay one seed, printing its trace
 //	go test ./sim -run TestSim -sim.duration=10m  # soak: new seeds for ten minutes
 //	go test ./sim -run TestSim -sim.seeds=20000   # more seeds
+//	go test ./sim -run TestSim -sim.changeevery=3 # membership changes in every run, often
+//	go test ./sim -run TestSim -sim.majoritychanges  # also move majorities at once
 //
 // A failure prints the broken rule, the seed, the one command that replays
 // it, the state of every node and a trace of the last steps. Run, Draw and

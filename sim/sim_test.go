@@ -19,6 +19,7 @@ var (
 	seedsFlag    = flag.Int("sim.seeds", 2000, "seeds TestSim and TestKnobs run (300 with -short)")
 	durationFlag = flag.Duration("sim.duration", 0, "soak: TestSim and TestKV run fresh seeds for this long instead")
 	majorityFlag = flag.Bool("sim.majoritychanges", false, "TestSim and TestKV also move majorities at once (Options.MajorityChanges)")
+	changeFlag   = flag.Int("sim.changeevery", 0, "TestSim and TestKV change the membership in every run, every this many ticks on average (0: as drawn)")
 )
 
 // replaySeed returns the seed given with -seed, if any.
@@ -119,6 +120,9 @@ func replayCommand(test string, seed uint64) string {
 	if *majorityFlag {
 		cmd += " -sim.majoritychanges"
 	}
+	if *changeFlag > 0 {
+		cmd += fmt.Sprintf(" -sim.changeevery=%d", *changeFlag)
+	}
 	return cmd
 }
 
@@ -139,11 +143,14 @@ func runOne(t *testing.T, test string, seed uint64, opts Options) Result {
 // -run pattern that replays a seed.
 func runSeeds(t *testing.T, test string, n int, draw func(seed uint64) Options) {
 	t.Helper()
-	if *majorityFlag {
+	if *majorityFlag || *changeFlag > 0 {
 		plain := draw
 		draw = func(seed uint64) Options {
 			o := plain(seed)
-			o.MajorityChanges = true
+			o.MajorityChanges = o.MajorityChanges || *majorityFlag
+			if *changeFlag > 0 {
+				o.Joiners, o.ChangeEvery = maxJoiners, *changeFlag
+			}
 			return o
 		}
 	}
