@@ -101,6 +101,11 @@ type Config struct {
 	// transport both refuse records above 64 MiB, so a larger entry could
 	// never be stored or replicated. Default 32 MiB.
 	MaxProposalBytes int
+	// MaxSnapshotBytes bounds the data of a snapshot this node accepts
+	// from a leader: a follower refuses a larger one (and so never catches
+	// up that way), so set it well above the state's size. Default
+	// transport.DefaultMaxSnapshotBytes (1 TiB).
+	MaxSnapshotBytes int64
 
 	// StateMachine receives committed commands.
 	StateMachine StateMachine
@@ -175,6 +180,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TickInterval < 0 {
 		errs = append(errs, fmt.Errorf("TickInterval must not be negative, got %v", c.TickInterval))
+	}
+	if c.MaxSnapshotBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxSnapshotBytes must not be negative, got %d", c.MaxSnapshotBytes))
 	}
 	if c.MaxProposalBytes < 0 || c.MaxProposalBytes > DefaultMaxProposalBytes {
 		errs = append(errs, fmt.Errorf("MaxProposalBytes must be in [0, %d], got %d", DefaultMaxProposalBytes, c.MaxProposalBytes))

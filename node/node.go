@@ -218,12 +218,13 @@ func start(cfg Config, id Identity, store logStore, st *stats) (*Node, error) {
 		}
 	}
 	n.trans, err = transport.New(transport.Config{
-		ID:         id.ID,
-		ClusterID:  id.ClusterID,
-		ListenAddr: cfg.PeerAddr,
-		Snapshots:  snapshotFiles{store},
-		Query:      n.answerQuery,
-		Logger:     cfg.Logger, // it adds its own node attribute
+		ID:               id.ID,
+		ClusterID:        id.ClusterID,
+		ListenAddr:       cfg.PeerAddr,
+		Snapshots:        snapshotFiles{store},
+		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
+		Query:            n.answerQuery,
+		Logger:           cfg.Logger, // it adds its own node attribute
 	}, handler{n})
 	if err != nil {
 		return nil, fmt.Errorf("start transport: %w", err)

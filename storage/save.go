@@ -312,16 +312,30 @@ func (s *Storage) applyReset(m raftpb.SnapshotMetadata) error {
 // Compact forgets the entries covered by the snapshot up to index (at most
 // the snapshot's index), except the last Options.KeepEntries of them, and
 // deletes the WAL segments that hold nothing newer. Compacting what is
-// already compacted does nothing.
+// already compacted does nothing. The segments are deleted after wmu is
+// released: deleting hundreds of MiB can take a while (hundreds of ms were
+// measured), and Saves must not wait for it.
 func (s *Storage) Compact(index uint64) error {
+	c, old, err := s.compact(index)
+	if err != nil {
+		return err
+	}
+	if err := s.wal.RemoveDetached(old); err != nil {
+		return fmt.Errorf("storage: compact to %d: %w", c, err)
+	}
+	return nil
+}
+
+// compact forgets the entries and detaches the segments Compact deletes.
+func (s *Storage) compact(index uint64) (c uint64, old []uint64, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	if err := s.usableLocked(); err != nil {
 		s.mu.Unlock()
-		return err
+		return 0, nil, err
 	}
-	c := min(index, s.snap.Index)
+	c = min(index, s.snap.Index)
 	c -= min(c, s.opts.KeepEntries)
 	if c > s.idx.base {
 		s.idx.compact(c)
@@ -332,8 +346,5 @@ func (s *Storage) Compact(index uint64) error {
 	if !ok {
 		seq = s.wal.Seq()
 	}
-	if err := s.wal.RemoveBefore(seq); err != nil {
-		return fmt.Errorf("storage: compact to %d: %w", c, err)
-	}
-	return nil
+	return c, s.wal.DetachBefore(seq), nil
 }

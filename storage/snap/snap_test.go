@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -194,8 +195,16 @@ func TestInstallSurvivesCrash(t *testing.T) {
 // and an aborted writer leaves no file.
 func TestWriterFailures(t *testing.T) {
 	errDisk := errors.New("disk on fire")
-	for _, op := range []vfs.Op{vfs.OpCreate, vfs.OpWrite, vfs.OpSync, vfs.OpRename, vfs.OpSyncDir} {
-		t.Run(string(op), func(t *testing.T) {
+	for _, tc := range []struct {
+		op   vfs.Op
+		size int
+	}{
+		{vfs.OpCreate, chunkSize}, {vfs.OpWrite, chunkSize}, {vfs.OpRename, chunkSize}, {vfs.OpSyncDir, chunkSize},
+		{vfs.OpSync, 3 * chunkSize / 2},     // the sync at the end
+		{vfs.OpSync, syncEvery + chunkSize}, // a sync along the way
+	} {
+		op := tc.op
+		t.Run(fmt.Sprintf("%s/%d", op, tc.size), func(t *testing.T) {
 			m := vfs.NewMem()
 			d := openDir(t, m, &bytes.Buffer{})
 			m.SetFail(func(o vfs.Op, name string) error {
@@ -210,7 +219,7 @@ func TestWriterFailures(t *testing.T) {
 					return err
 				}
 				defer w.Abort()
-				if _, err := w.Write(bytes.Repeat([]byte{7}, 3*chunkSize/2)); err != nil {
+				if _, err := w.Write(bytes.Repeat([]byte{7}, tc.size)); err != nil {
 					return err
 				}
 				s, err := w.Finish()

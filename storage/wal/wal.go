@@ -2,7 +2,7 @@
 //
 // The log is a directory of segment files named by sequence number. Records
 // are only ever appended to the newest segment; Cut starts a new one and
-// RemoveBefore deletes old ones. The WAL knows nothing of what records mean:
+// DetachBefore and RemoveDetached delete old ones. The WAL knows nothing of what records mean:
 // its caller gives each a type and decodes the payload when Open replays the
 // log.
 //
@@ -43,6 +43,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 
 	"github.com/raftkv/raftkv/storage/internal/vfs"
 )
@@ -313,30 +314,35 @@ func (w *WAL) Cut(opening *Batch) error {
 	return nil
 }
 
-// RemoveBefore deletes the segments older than seq, oldest first, so a
-// crash midway still leaves a gapless log. The segment being written is
-// never removed.
-func (w *WAL) RemoveBefore(seq uint64) error {
-	if len(w.seqs) < 2 {
+// DetachBefore takes the segments older than seq out of the log and returns
+// them, oldest first, for RemoveDetached. The segment being written is never
+// detached. It only changes the WAL's bookkeeping: call it under whatever
+// lock guards Write and Cut, and RemoveDetached after releasing it, since
+// deleting large files can take long and a writer need not wait for it.
+func (w *WAL) DetachBefore(seq uint64) []uint64 {
+	n := 0
+	for n < len(w.seqs)-1 && w.seqs[n] < seq {
+		n++
+	}
+	detached := slices.Clone(w.seqs[:n])
+	w.seqs = w.seqs[n:]
+	return detached
+}
+
+// RemoveDetached deletes the segments DetachBefore returned, oldest first, so
+// a crash midway still leaves a gapless log (a segment left behind is
+// replayed harmlessly). It may run concurrently with Write, Cut and Sync.
+func (w *WAL) RemoveDetached(seqs []uint64) error {
+	if len(seqs) == 0 {
 		return nil
 	}
-	removed := 0
-	for _, s := range w.seqs[:len(w.seqs)-1] {
-		if s >= seq {
-			break
-		}
+	for _, s := range seqs {
 		if err := w.fs.Remove(w.segPath(s)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			w.seqs = w.seqs[removed:]
 			return fmt.Errorf("wal: remove %s: %w", w.segPath(s), err)
 		}
-		removed++
 	}
-	if removed == 0 {
-		return nil
-	}
-	w.seqs = w.seqs[removed:]
-	// Not needed for safety (a segment that comes back is replayed
-	// harmlessly), but it keeps the space reclaimed after a crash.
+	// Not needed for safety, but it keeps the space reclaimed after a
+	// crash.
 	if w.sync {
 		if err := w.fs.SyncDir(w.dir); err != nil {
 			return fmt.Errorf("wal: sync %s: %w", w.dir, err)

@@ -330,7 +330,7 @@ func TestWriteFailureIsSticky(t *testing.T) {
 	}
 }
 
-func TestRemoveBefore(t *testing.T) {
+func TestDetachAndRemove(t *testing.T) {
 	fs := vfs.NewMem()
 	w, _ := mustOpen(t, fs)
 	var want []rec
@@ -338,10 +338,10 @@ func TestRemoveBefore(t *testing.T) {
 		want = append(want, cut(t, w, fmt.Sprint("open", i))...)
 		want = append(want, write(t, w, fmt.Sprint("r", i))...)
 	}
-	if err := w.RemoveBefore(2); err != nil {
+	if err := w.RemoveDetached(w.DetachBefore(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.RemoveBefore(100); err != nil { // never the current one
+	if err := w.RemoveDetached(w.DetachBefore(100)); err != nil { // never the current one
 		t.Fatal(err)
 	}
 	_ = w.Close()
