@@ -28,43 +28,60 @@ type memberInfo struct {
 	promote bool
 }
 
-// directory is the members as of some applied index, sorted by id. It is
-// never changed once built: the apply goroutine builds a new one for each
-// change, and the loop, Status and snapshots share them.
-type directory []memberInfo
+// directory is the members as of some applied index, and the ids of those
+// removed. It is never changed once built: the apply goroutine builds a new
+// one for each change, and the loop, Status and snapshots share them.
+//
+// Removed ids are remembered so that no member is added again under a
+// removed one's name: the removed node may still be out there with its old
+// log and votes (it was partitioned when it was removed), and the cluster
+// could not tell its messages from its successor's; one node voting twice
+// in a term can elect two leaders. A replacement takes a new name.
+type directory struct {
+	members []memberInfo // sorted by id
+	removed []uint64     // sorted
+}
 
 func (d directory) get(id uint64) (memberInfo, bool) {
-	i, ok := slices.BinarySearchFunc(d, id, func(m memberInfo, id uint64) int { return cmp.Compare(m.ID, id) })
+	i, ok := slices.BinarySearchFunc(d.members, id, func(m memberInfo, id uint64) int { return cmp.Compare(m.ID, id) })
 	if !ok {
 		return memberInfo{}, false
 	}
-	return d[i], true
+	return d.members[i], true
 }
 
 func (d directory) find(match func(memberInfo) bool) (memberInfo, bool) {
-	i := slices.IndexFunc(d, match)
+	i := slices.IndexFunc(d.members, match)
 	if i < 0 {
 		return memberInfo{}, false
 	}
-	return d[i], true
+	return d.members[i], true
+}
+
+// wasRemoved reports whether member id was removed from the cluster.
+func (d directory) wasRemoved(id uint64) bool {
+	_, ok := slices.BinarySearch(d.removed, id)
+	return ok
 }
 
 // apply returns the directory after change cc, whose context listed added,
 // took the configuration to next.
 func (d directory) apply(cc raftpb.ConfChange, added []memberInfo, next raftpb.ConfState) directory {
-	byID := make(map[uint64]memberInfo, len(d)+len(added))
-	for _, m := range d {
+	byID := make(map[uint64]memberInfo, len(d.members)+len(added))
+	for _, m := range d.members {
 		byID[m.ID] = m
 	}
+	removed := slices.Clone(d.removed)
 	for _, ch := range cc.Changes {
 		m, known := byID[ch.NodeID]
 		if i := slices.IndexFunc(added, func(a memberInfo) bool { return a.ID == ch.NodeID }); i >= 0 && ch.Type != raftpb.ConfChangeRemove {
 			m, known = added[i], true
 		}
-		if !known {
+		if !known && ch.Type != raftpb.ConfChangeRemove {
 			// Added without a name: only a proposer that bypassed the
-			// node can do that. The core counts it all the same.
-			m = memberInfo{Member: Member{Name: fmt.Sprintf("%016x", ch.NodeID), ID: ch.NodeID}}
+			// node can do that. The core counts it all the same; it has
+			// no address to dial, and Status names it by its id.
+			continue
 		}
 		switch ch.Type {
 		case raftpb.ConfChangeAddVoter:
@@ -73,16 +90,29 @@ func (d directory) apply(cc raftpb.ConfChange, added []memberInfo, next raftpb.C
 		case raftpb.ConfChangeAddLearner:
 			byID[ch.NodeID] = m
 		case raftpb.ConfChangeRemove:
-			delete(byID, ch.NodeID)
+			// Dropped below once next no longer has it: a voter removed
+			// by entering a joint configuration stays until it is left.
 		}
 	}
-	out := make(directory, 0, len(byID))
+	// A member that is no member of next was removed (by this change, or
+	// by the joint configuration it leaves).
+	for _, m := range d.members {
+		if !isMember(next, m.ID) && !slices.Contains(removed, m.ID) {
+			removed = append(removed, m.ID)
+		}
+	}
+	out := directory{members: make([]memberInfo, 0, len(byID))}
 	for id, m := range byID {
 		if isMember(next, id) {
-			out = append(out, m)
+			out.members = append(out.members, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out.members, func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) })
+	// A committed change may add a removed id back: the core counts it,
+	// so the directory follows (only a proposer that bypassed the node
+	// can do that).
+	out.removed = slices.DeleteFunc(removed, func(id uint64) bool { return isMember(next, id) })
+	slices.Sort(out.removed)
 	return out
 }
 
@@ -140,26 +170,45 @@ func unmarshalChangeContext(b []byte) (changeContext, error) {
 
 // marshal is the directory as a snapshot's node section holds it:
 //
-//	version 1 | count uvarint | count × member (as in a change context)
+//	version 1 | count uvarint | count × member (as in a change context) |
+//	removed count uvarint | removed count × id u64
 func (d directory) marshal() []byte {
-	return appendMembers([]byte{directoryVersion}, d)
+	b := appendMembers([]byte{directoryVersion}, d.members)
+	b = binary.AppendUvarint(b, uint64(len(d.removed)))
+	for _, id := range d.removed {
+		b = binary.BigEndian.AppendUint64(b, id)
+	}
+	return b
 }
+
+// maxRemoved bounds the removed ids a directory lists: 8 MiB of them.
+const maxRemoved = 1 << 20
 
 func unmarshalDirectory(b []byte) (directory, error) {
 	r := reader{b: b}
 	if v := r.byte(); v != directoryVersion {
-		return nil, fmt.Errorf("member directory version %d, want %d", v, directoryVersion)
+		return directory{}, fmt.Errorf("member directory version %d, want %d", v, directoryVersion)
 	}
-	d := directory(readMembers(&r))
+	d := directory{members: readMembers(&r)}
+	n := r.uvarint(maxRemoved)
+	if r.err == nil && n > uint64(len(r.b)/8) {
+		r.err = errCutShort
+	}
+	for range n {
+		d.removed = append(d.removed, r.uint64())
+	}
 	if err := r.end(); err != nil {
-		return nil, fmt.Errorf("member directory: %w", err)
+		return directory{}, fmt.Errorf("member directory: %w", err)
 	}
-	if !slices.IsSortedFunc(d, func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) }) {
-		return nil, errors.New("member directory: members out of order")
+	byID := func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) }
+	for i := 1; i < len(d.members); i++ {
+		if byID(d.members[i-1], d.members[i]) >= 0 {
+			return directory{}, errors.New("member directory: members out of order or listed twice")
+		}
 	}
-	for i := 1; i < len(d); i++ {
-		if d[i].ID == d[i-1].ID {
-			return nil, fmt.Errorf("member directory: member %q twice", d[i].Name)
+	for i := 1; i < len(d.removed); i++ {
+		if d.removed[i-1] >= d.removed[i] {
+			return directory{}, errors.New("member directory: removed ids out of order or listed twice")
 		}
 	}
 	return d, nil

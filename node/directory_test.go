@@ -50,7 +50,7 @@ func TestDirectoryApply(t *testing.T) {
 		raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddVoter, NodeID: n1.ID}, {Type: raftpb.ConfChangeAddVoter, NodeID: n2.ID}}},
 		[]memberInfo{{Member: n1}, {Member: n2}, {Member: n3}}, // n3 is named but not added: ignored
 		raftpb.ConfState{Voters: []uint64{n1.ID, n2.ID}})
-	if len(d) != 2 {
+	if len(d.members) != 2 {
 		t.Fatalf("directory after adding n1 and n2: %+v", d)
 	}
 	d = d.apply(raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddLearner, NodeID: n3.ID}}},
@@ -66,15 +66,21 @@ func TestDirectoryApply(t *testing.T) {
 	unknown := uint64(99)
 	d = d.apply(raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeRemove, NodeID: n2.ID}, {Type: raftpb.ConfChangeAddLearner, NodeID: unknown}}},
 		nil, raftpb.ConfState{Voters: []uint64{n1.ID, n3.ID}, Learners: []uint64{unknown}})
-	if _, ok := d.get(n2.ID); ok {
-		t.Fatal("n2 is still in the directory after its removal")
+	if _, ok := d.get(n2.ID); ok || !d.wasRemoved(n2.ID) {
+		t.Fatal("n2 is still in the directory after its removal, or not remembered as removed")
 	}
-	if m, ok := d.get(unknown); !ok || m.Name != "0000000000000063" || m.Addr != "" {
-		t.Fatalf("a member added without a context: %+v", m)
+	if m, ok := d.get(unknown); ok {
+		t.Fatalf("a member added without a context is in the directory: %+v", m)
 	}
-	got, err := unmarshalDirectory(directory{{Member: n1}, {Member: n3, promote: true}}.marshal())
-	if err != nil || len(got) != 2 || !got[1].promote {
-		t.Fatalf("directory round trip: %+v, %v", got, err)
+	got, err := unmarshalDirectory(d.marshal())
+	if err != nil || !slices.Equal(got.members, d.members) || !slices.Equal(got.removed, []uint64{n2.ID}) {
+		t.Fatalf("directory round trip: %+v, %v; want %+v", got, err, d)
+	}
+	// A committed change that adds a removed id back is followed.
+	d = d.apply(raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddLearner, NodeID: n2.ID}}},
+		[]memberInfo{{Member: n2}}, raftpb.ConfState{Voters: []uint64{n1.ID, n3.ID}, Learners: []uint64{unknown, n2.ID}})
+	if _, ok := d.get(n2.ID); !ok || d.wasRemoved(n2.ID) {
+		t.Fatalf("n2 added back: %+v", d)
 	}
 }
 
@@ -134,17 +140,21 @@ func FuzzUnmarshalChangeContext(f *testing.F) {
 }
 
 func FuzzUnmarshalDirectory(f *testing.F) {
-	f.Add(directory{{Member: NewMember("n1", "127.0.0.1:7001")}, {Member: NewMember("n2", "127.0.0.1:7002"), promote: true}}.marshal())
-	f.Add([]byte{1, 0})
+	f.Add(directory{members: []memberInfo{{Member: NewMember("n1", "127.0.0.1:7001")}, {Member: NewMember("n2", "127.0.0.1:7002"), promote: true}}, removed: []uint64{3, 9}}.marshal())
+	f.Add([]byte{1, 0, 0})
+	f.Add([]byte{1, 0, 0xff, 0xff, 0x3f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := unmarshalDirectory(b)
 		if err != nil {
 			return
 		}
-		for i := 1; i < len(d); i++ {
-			if d[i].ID <= d[i-1].ID {
+		for i := 1; i < len(d.members); i++ {
+			if d.members[i].ID <= d.members[i-1].ID {
 				t.Fatalf("decoded directory out of order: %+v", d)
 			}
+		}
+		if again, err := unmarshalDirectory(d.marshal()); err != nil || !slices.Equal(again.removed, d.removed) {
+			t.Fatalf("re-encoding %+v: %+v, %v", d, again, err)
 		}
 	})
 }

@@ -240,6 +240,9 @@ func (n *Node) proposeChange(ch *memberChange) error {
 	switch ch.op {
 	case opAdd:
 		id := MemberID(ch.name)
+		if n.dir.wasRemoved(id) {
+			return fmt.Errorf("%w: %s was removed from the cluster; its replacement needs a new name", ErrMemberExists, ch.name)
+		}
 		if m, ok := n.dir.get(id); ok || isMember(cs, id) {
 			if ch.join && ok && m.Addr == ch.addr && slices.Contains(cs.Learners, id) {
 				return errAlreadyDone
@@ -326,22 +329,18 @@ func (n *Node) drainNotes() {
 			if _, err := n.core.ApplyConfChange(nt.index, nt.cc); err != nil {
 				n.log.Debug("the core refused a conf change", "index", nt.index, "err", err)
 			}
-			for _, ch := range nt.cc.Changes {
-				if _, ok := nt.dir.get(ch.NodeID); !ok && ch.Type == raftpb.ConfChangeRemove {
-					gone = append(gone, ch.NodeID)
-				}
-			}
-			n.dir, n.confIndex, changed = nt.dir, nt.index, true
-		case noteSnapshot:
-			for id := range n.peers {
-				if _, ok := nt.dir.get(id); !ok {
-					gone = append(gone, id)
-				}
-			}
-			n.dir, n.confIndex, changed = nt.dir, nt.index, true
 		case noteApplied:
 			n.core.AppliedTo(nt.index)
+			continue
 		}
+		// A change or a snapshot: members of the previous directory
+		// that the new one lacks left.
+		for _, m := range n.appliedDir.members {
+			if _, ok := nt.dir.get(m.ID); !ok {
+				gone = append(gone, m.ID)
+			}
+		}
+		n.dir, n.appliedDir, n.confIndex, changed = nt.dir, nt.dir, nt.index, true
 	}
 	if !changed {
 		return
@@ -377,7 +376,7 @@ func (n *Node) removed() {
 // catches up applies old configurations, which lack later members it is
 // talking to.
 func (n *Node) syncPeers(d directory, gone []uint64) {
-	for _, m := range d {
+	for _, m := range d.members {
 		if m.ID == n.id.ID || m.Addr == "" {
 			continue
 		}
@@ -405,21 +404,21 @@ func (n *Node) addressBook(a *applier) (directory, error) {
 	for _, m := range n.id.Members {
 		book[m.ID] = memberInfo{Member: m}
 	}
-	for _, m := range a.dir {
+	for _, m := range a.dir.members {
 		book[m.ID] = m
 	}
 	first, err := n.store.FirstIndex()
 	if err != nil {
-		return nil, fmt.Errorf("read the first index: %w", err)
+		return directory{}, fmt.Errorf("read the first index: %w", err)
 	}
 	last, err := n.store.LastIndex()
 	if err != nil {
-		return nil, fmt.Errorf("read the last index: %w", err)
+		return directory{}, fmt.Errorf("read the last index: %w", err)
 	}
 	for lo := first; lo <= last; {
 		ents, err := n.store.Entries(lo, last+1, 4<<20)
 		if err != nil {
-			return nil, fmt.Errorf("read entries from %d for their members: %w", lo, err)
+			return directory{}, fmt.Errorf("read entries from %d for their members: %w", lo, err)
 		}
 		for _, e := range ents {
 			if e.Type != raftpb.EntryConfChange {
@@ -436,11 +435,11 @@ func (n *Node) addressBook(a *applier) (directory, error) {
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
-	out := make(directory, 0, len(book))
+	out := directory{members: make([]memberInfo, 0, len(book))}
 	for _, m := range book {
-		out = append(out, m)
+		out.members = append(out.members, m)
 	}
-	slices.SortFunc(out, func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out.members, func(a, b memberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -332,4 +333,38 @@ func TestRestartKeepsChangedMembership(t *testing.T) {
 			t.Fatalf("node %d restarted with members %+v", i+1, st.Members)
 		}
 	}
+}
+
+// TestReplaceNodeWithLostDisk is the documented procedure: a node whose
+// disk was lost is removed, and a new node joins under a new name (the old
+// one is refused: the lost node must never be mistaken for its successor).
+// The cluster then has its redundancy back: it survives another failure.
+func TestReplaceNodeWithLostDisk(t *testing.T) {
+	c := startCluster(t, 3, nil)
+	lead := c.leader()
+	lost := c.follower(lead)
+	want := c.proposeN(lead, "before", 10)
+	c.stop(lost)
+	if err := os.RemoveAll(c.cfgs[lost].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[lead].RemoveMember(ctxFor(t, waitTimeout), c.id(lost)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes[lead].AddJoiner(ctxFor(t, waitTimeout), c.names[lost], freeAddr(t)); !errors.Is(err, ErrMemberExists) {
+		t.Fatalf("join under the lost node's name: got %v, want ErrMemberExists", err)
+	}
+	j := c.addNode("n4")
+	c.join(lead, j)
+	stay := others(3, lost)
+	c.waitVoters(append(stay, j)...)
+	c.waitApplied(j, want)
+
+	other := stay[0]
+	if other == lead {
+		other = stay[1]
+	}
+	c.stop(other)
+	c.propose(c.leader(), "after")
+	c.waitApplied(j, append(want, "after"))
 }

@@ -64,10 +64,13 @@ type Node struct {
 	// directory as of the last change the core applied, the states of the
 	// members as Status shows them, the peers the transport dials, and
 	// those it stops dialing at a later tick (dropPeers, by id: the tick).
-	dir       directory
-	members   []MemberState
-	peers     map[uint64]string
-	dropPeers map[uint64]uint64
+	dir     directory
+	members []MemberState
+	// appliedDir is the directory of the last change or snapshot applied
+	// (not the members first known): what a change is compared with.
+	appliedDir directory
+	peers      map[uint64]string
+	dropPeers  map[uint64]uint64
 	// ticks counts the core's ticks; removedAt is the tick at which a
 	// node removed from the cluster stops (0: not removed). Owned by the
 	// loop goroutine.
@@ -211,10 +214,10 @@ func start(cfg Config, id Identity, store logStore, st *stats) (*Node, error) {
 	}
 	// Until the log says more: the members of the latest snapshot, or
 	// those this node first knew.
-	n.dir = ap.dir
-	if len(ap.dir) == 0 {
+	n.dir, n.appliedDir = ap.dir, ap.dir
+	if len(ap.dir.members) == 0 {
 		for _, m := range id.Members {
-			n.dir = append(n.dir, memberInfo{Member: m})
+			n.dir.members = append(n.dir.members, memberInfo{Member: m})
 		}
 	}
 	n.trans, err = transport.New(transport.Config{

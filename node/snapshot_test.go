@@ -669,7 +669,7 @@ func TestNodeSection(t *testing.T) {
 	}
 	defer store.Close()
 	n := &Node{store: store, stats: new(stats), cfg: Config{StateMachine: &recorder{}}}
-	dirSection := directory{{Member: NewMember("n1", "127.0.0.1:7001")}}.marshal()
+	dirSection := directory{members: []memberInfo{{Member: NewMember("n1", "127.0.0.1:7001")}}}.marshal()
 	for i, tc := range []struct {
 		data []byte
 		want string // in the error; "" for success
