@@ -30,6 +30,26 @@
 // A Node is safe for use by many goroutines. Stop and Close end every
 // goroutine the node started before they return.
 //
+// Identity and membership. A data directory holds the node's identity
+// (name, id, peer address, cluster id: identity.json) and its log and
+// snapshots; the cluster's membership lives in the log and in snapshots,
+// never in a member list that must match at every start. Founders write
+// the founders' configuration as the log's first entry (raft.Bootstrap's,
+// with names and addresses in its context); every later change carries the
+// names and addresses of the members it adds in its own context, and a
+// snapshot's node section holds the whole member directory. So a restarted
+// node needs only its data directory (members.go says how changes flow
+// through the runtime).
+//
+// A new cluster's id is random, so that a node left over from an earlier
+// cluster started with the same member list is refused rather than taking
+// the new nodes over with its old log. Founders started separately agree on
+// it before their first election (Found): each draws a random nonce, they
+// exchange nonces over the peer port until each knows all of them, and the
+// id is a hash of the founders and their nonces; a founder accepts an
+// already founded peer's id only if that cluster was founded with its own
+// nonce. found.go gives the details and why no simpler rule is safe.
+//
 // Status, Stats and StatusChanged are for monitoring: they read what the
 // loop published and never wait for it. Stats include the latency of every
 // WAL fsync, which the storage reports through storage.Options.OnSync.

@@ -368,3 +368,25 @@ func TestReplaceNodeWithLostDisk(t *testing.T) {
 	c.propose(c.leader(), "after")
 	c.waitApplied(j, append(want, "after"))
 }
+
+// TestStopHandsLeadershipOver: a leader that stops gracefully hands
+// leadership to a voter first. Only node 1 has a short election timeout,
+// so a new leader among the others can only come from the hand-over; a
+// rolling restart, one Stop after another, then never waits for an
+// election timeout.
+func TestStopHandsLeadershipOver(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *Config) {
+		if cfg.Name != "n1" {
+			cfg.ElectionTicks = 10000 // 100s
+		}
+	})
+	if lead := c.leader(); lead != 0 {
+		t.Fatalf("node %d leads, want node 1", lead+1)
+	}
+	want := c.proposeN(0, "before", 3)
+	c.stop(0)
+	lead := c.leader()
+	c.propose(lead, "after")
+	c.start(0)
+	c.waitApplied(0, append(want, "after"))
+}

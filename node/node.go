@@ -784,18 +784,54 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// Stop stops the node gracefully: it takes no new work, lets the state
-// machine apply what was already persisted and committed, then stops every
+// Stop stops the node gracefully. A leader first hands leadership to its
+// most up-to-date voter, so that the cluster does not wait out an election
+// timeout to notice it is gone (a rolling restart then elects no leader by
+// timeout); it gives up on a hand-over that takes longer than an election
+// timeout, as the core does. Then the node takes no new work, lets the
+// state machine apply what was already persisted and committed, stops every
 // goroutine and closes storage and transport. If ctx expires first it stops
 // at once, as Close does. It is safe to call Stop and Close any number of
 // times, concurrently.
 func (n *Node) Stop(ctx context.Context) error {
+	n.handOver(ctx)
 	n.stopOnce.Do(func() { close(n.stopc) })
 	select {
 	case <-n.applyDone:
 	case <-ctx.Done():
 	}
 	return n.Close()
+}
+
+// handOver hands a leader's leadership to its most up-to-date voter that
+// was recently active, if it has one.
+func (n *Node) handOver(ctx context.Context) {
+	st := n.Status()
+	if st.Role != raft.Leader || st.Removed {
+		return
+	}
+	var to, match uint64
+	for _, m := range st.Members {
+		p, ok := st.Progress[m.ID]
+		if m.ID == st.ID || m.Role != RoleVoter || !ok || !p.RecentActive {
+			continue
+		}
+		if to == 0 || p.Match > match {
+			to, match = m.ID, p.Match
+		}
+	}
+	if to == 0 {
+		n.log.Info("stopping: no active voter to hand leadership to")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(n.cfg.ElectionTicks)*n.cfg.TickInterval)
+	defer cancel()
+	start := time.Now()
+	if err := n.TransferLeadership(ctx, to); err != nil {
+		n.log.Info("stopping: the hand-over of leadership did not complete; stopping anyway", "to", st.Name(to), "err", err)
+		return
+	}
+	n.log.Info("stopping: handed leadership over", "to", st.Name(to), "took", time.Since(start).Round(time.Millisecond))
 }
 
 // Close stops the node now: queued work is dropped. It returns once every

@@ -17,7 +17,6 @@ import (
 	"github.com/raftkv/raftkv/client"
 	"github.com/raftkv/raftkv/kv"
 	"github.com/raftkv/raftkv/node"
-	"github.com/raftkv/raftkv/raft"
 	"github.com/raftkv/raftkv/server"
 )
 
@@ -142,7 +141,6 @@ wait:
 			logger.LogAttrs(ctx, slog.LevelInfo, "status", n.Status().LogAttrs()...)
 		case <-ctx.Done():
 			logger.Info("stopping on signal")
-			handOff(n, electionTimeout(cfg), logger)
 			break wait
 		case <-n.Done():
 			// Stopped on its own: removed from the cluster, or failed.
@@ -221,39 +219,6 @@ func startNode(cfg node.Config, logger *slog.Logger, redisLn, httpLn net.Listene
 
 func electionTimeout(cfg node.Config) time.Duration {
 	return time.Duration(cfg.ElectionTicks) * cfg.TickInterval
-}
-
-// handOff hands the leadership of a stopping leader to its most up-to-date
-// recently active peer, so that the cluster does not wait an election
-// timeout to notice it is gone. It gives up after wait (a transfer that
-// has not completed within an election timeout has failed) and the node
-// stops anyway.
-func handOff(n *node.Node, wait time.Duration, logger *slog.Logger) {
-	st := n.Status()
-	if st.Role != raft.Leader {
-		return
-	}
-	var to, match uint64
-	for id, p := range st.Progress {
-		if id == st.ID || !p.RecentActive {
-			continue
-		}
-		if to == 0 || p.Match > match || (p.Match == match && id < to) {
-			to, match = id, p.Match
-		}
-	}
-	if to == 0 {
-		logger.Info("no active peer to hand leadership to")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	start := time.Now()
-	if err := n.TransferLeadership(ctx, to); err != nil {
-		logger.Info("leadership transfer did not complete; stopping anyway", "to", st.Name(to), "err", err)
-		return
-	}
-	logger.Info("handed leadership over", "to", st.Name(to), "took", time.Since(start).Round(time.Millisecond))
 }
 
 // clientURL is the URL other members send clients to for this node's HTTP
