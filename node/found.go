@@ -44,6 +44,15 @@ import (
 // cluster was founded: it would come back without the log it promised to
 // keep. (It must be removed and replaced by a node that joins.)
 //
+// Why founders wait for each other rather than, say, letting the first
+// leader draw the id: a founder that finds its peers already running under
+// some id cannot tell a cluster the others founded without it (it started
+// late) from one left over from earlier with the same member list. Only its
+// own nonce, which nobody else could have used, tells them apart, so every
+// founder's nonce must be in the id. The price: a cluster is founded only
+// once all its founders have started (each logs whom it waits for); a
+// founder that never comes is left out of --cluster, and added later.
+//
 // Until it is founded, a founder's transport uses its own nonce as cluster
 // id, so that no raft stream is accepted in either direction.
 
