@@ -32,11 +32,12 @@ type memberInfo struct {
 // removed. It is never changed once built: the apply goroutine builds a new
 // one for each change, and the loop, Status and snapshots share them.
 //
-// Removed ids are remembered so that no member is added again under a
-// removed one's name: the removed node may still be out there with its old
-// log and votes (it was partitioned when it was removed), and the cluster
-// could not tell its messages from its successor's; one node voting twice
-// in a term can elect two leaders. A replacement takes a new name.
+// Removed ids are remembered so that no id is ever given to a member
+// again: the removed node may still be out there with its old log and votes
+// (it was partitioned when it was removed), and the cluster could not tell
+// its messages from its successor's; one id voting twice in a term can
+// elect two leaders. A replacement may take the removed one's name: it gets
+// a new id.
 type directory struct {
 	members []memberInfo // sorted by id
 	removed []uint64     // sorted
@@ -129,6 +130,9 @@ func isMember(cs raftpb.ConfState, id uint64) bool {
 //
 //	version 1 | proposal id u64 | count uvarint | count × member
 //	member: id u64 | name (uvarint length, bytes) | addr (uvarint length, bytes) | flags (bit 0: promote)
+//
+// Names are unique among the members: the node checks that before it
+// proposes a change.
 //
 // An empty Context (the core's own "leave joint" change) is version 1 with
 // no proposal and no members.
@@ -231,8 +235,8 @@ func appendMembers(b []byte, ms []memberInfo) []byte {
 	return b
 }
 
-// readMembers reads a member list, checking each member: its id is its
-// name's and its address one peers can dial. Problems stick in r.
+// readMembers reads a member list, checking each member: a valid name, a
+// non-zero id and an address peers can dial. Problems stick in r.
 func readMembers(r *reader) []memberInfo {
 	n := r.uvarint(maxMembers)
 	var ms []memberInfo
@@ -251,8 +255,8 @@ func readMembers(r *reader) []memberInfo {
 			r.err = fmt.Errorf("member %q: unknown flags %#x", m.Name, flags)
 		case CheckName(m.Name) != nil:
 			r.err = CheckName(m.Name)
-		case m.ID != MemberID(m.Name):
-			r.err = fmt.Errorf("member %q: id %016x is not its name's", m.Name, m.ID)
+		case m.ID == 0:
+			r.err = fmt.Errorf("member %q: id 0", m.Name)
 		case CheckAddr(m.Addr) != nil:
 			r.err = fmt.Errorf("member %q: %w", m.Name, CheckAddr(m.Addr))
 		}

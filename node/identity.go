@@ -21,19 +21,22 @@ type Member struct {
 	// Name is the operator's name for the node, such as "n1" or, in the
 	// original command-line form, its peer address.
 	Name string `json:"name"`
-	// ID is the raft id, derived from Name by MemberID.
+	// ID is the raft id. A founder's is derived from its name (MemberID),
+	// so that founders started separately agree on it; a node that joins
+	// gets a random one from the leader, so that a node that replaces a
+	// removed one under the same name is never taken for it.
 	ID uint64 `json:"id"`
 	// Addr is the peer address other members dial.
 	Addr string `json:"addr"`
 }
 
-// NewMember returns the member named name at peer address addr.
+// NewMember returns the founder named name at peer address addr.
 func NewMember(name, addr string) Member {
 	return Member{Name: name, ID: MemberID(name), Addr: addr}
 }
 
-// MemberID derives a raft id from a member name (64-bit FNV-1a), so the
-// same name is the same node across restarts and machines.
+// MemberID derives a founder's raft id from its name (64-bit FNV-1a), so
+// that founders started separately agree on each other's ids.
 func MemberID(name string) uint64 { return hashID(name) }
 
 // hashID is the 64-bit FNV-1a hash of s, made non-zero: 0 means "none" to
@@ -95,11 +98,13 @@ func checkMembers(ms []Member) error {
 	var errs []error
 	ids := make(map[uint64]string, len(ms))
 	addrs := make(map[string]string, len(ms))
+	names := make(map[string]bool, len(ms))
 	for _, m := range ms {
 		if err := CheckName(m.Name); err != nil {
 			errs = append(errs, err)
-		} else if m.ID != MemberID(m.Name) {
-			errs = append(errs, fmt.Errorf("member %q: id %016x is not the one its name gives", m.Name, m.ID))
+		}
+		if m.ID == 0 {
+			errs = append(errs, fmt.Errorf("member %q: id 0", m.Name))
 		}
 		if err := CheckAddr(m.Addr); err != nil {
 			errs = append(errs, fmt.Errorf("member %q: %w", m.Name, err))
@@ -110,7 +115,10 @@ func checkMembers(ms []Member) error {
 		if other, dup := addrs[m.Addr]; dup {
 			errs = append(errs, fmt.Errorf("members %q and %q have the same address %s", other, m.Name, m.Addr))
 		}
-		ids[m.ID], addrs[m.Addr] = m.Name, m.Name
+		if names[m.Name] {
+			errs = append(errs, fmt.Errorf("member %q is listed twice", m.Name))
+		}
+		ids[m.ID], addrs[m.Addr], names[m.Name] = m.Name, m.Name, true
 	}
 	return errors.Join(errs...)
 }
@@ -160,8 +168,9 @@ func (id Identity) check() error {
 	var errs []error
 	if err := CheckName(id.Name); err != nil {
 		errs = append(errs, err)
-	} else if id.ID != MemberID(id.Name) {
-		errs = append(errs, fmt.Errorf("id %016x is not the one name %q gives", id.ID, id.Name))
+	}
+	if self, ok := memberByName(id.Members, id.Name); id.ID == 0 || (ok && self.ID != id.ID) {
+		errs = append(errs, fmt.Errorf("id %016x is 0 or not the one its members give %q", id.ID, id.Name))
 	}
 	if err := CheckAddr(id.Addr); err != nil {
 		errs = append(errs, err)

@@ -41,6 +41,10 @@ import (
 // make a voter that cannot yet help commit, and could stall a small
 // cluster.
 
+// A member a change adds gets a random id, drawn by the leader's runtime
+// and carried in the change: ids are never reused (see directory), so a
+// node that replaces a removed one may take its name.
+//
 // PromoteLag is how many entries a joining learner may lag behind the
 // leader's log and still be promoted to voter: about what it receives in
 // one round trip under load, so that it catches up at once.
@@ -75,8 +79,9 @@ type confResult struct {
 var errAlreadyDone = errors.New("already done")
 
 // AddMember adds a member called name, whose peers reach it at peerAddr, as
-// a voter or (learner) as a learner, and returns once the change is
-// applied on this node, the configuration settled. Only the leader takes
+// a voter or (learner) as a learner, and returns it (with the id the
+// leader gave it) once the change is applied on this node, the
+// configuration settled. Only the leader takes
 // it: any other node fails with a *NotLeaderError. It fails with
 // ErrMemberExists if a member has that name or address, and with
 // ErrChangePending while another change is under way. An error wrapping
@@ -108,7 +113,7 @@ func (n *Node) add(ctx context.Context, what string, ch memberChange) (MemberSta
 	if err := n.change(ctx, what, ch); err != nil {
 		return MemberState{}, err
 	}
-	m, _ := n.Status().Member(MemberID(ch.name))
+	m, _ := n.Status().MemberByName(ch.name)
 	return m, nil
 }
 
@@ -239,12 +244,8 @@ func (n *Node) proposeChange(ch *memberChange) error {
 	var change raftpb.ConfChangeSingle
 	switch ch.op {
 	case opAdd:
-		id := MemberID(ch.name)
-		if n.dir.wasRemoved(id) {
-			return fmt.Errorf("%w: %s was removed from the cluster; its replacement needs a new name", ErrMemberExists, ch.name)
-		}
-		if m, ok := n.dir.get(id); ok || isMember(cs, id) {
-			if ch.join && ok && m.Addr == ch.addr && slices.Contains(cs.Learners, id) {
+		if m, ok := n.dir.find(func(m memberInfo) bool { return m.Name == ch.name }); ok {
+			if ch.join && m.Addr == ch.addr && slices.Contains(cs.Learners, m.ID) {
 				return errAlreadyDone
 			}
 			return fmt.Errorf("%w: %s is a member already", ErrMemberExists, ch.name)
@@ -252,11 +253,12 @@ func (n *Node) proposeChange(ch *memberChange) error {
 		if m, ok := n.dir.find(func(m memberInfo) bool { return m.Addr == ch.addr }); ok {
 			return fmt.Errorf("%w: member %s has peer address %s", ErrMemberExists, m.Name, ch.addr)
 		}
+		id := n.newMemberID(cs)
 		change = raftpb.ConfChangeSingle{Type: raftpb.ConfChangeAddVoter, NodeID: id}
 		if ch.learner {
 			change.Type = raftpb.ConfChangeAddLearner
 		}
-		cctx.members = []memberInfo{{Member: NewMember(ch.name, ch.addr), promote: ch.join}}
+		cctx.members = []memberInfo{{Member: Member{Name: ch.name, ID: id, Addr: ch.addr}, promote: ch.join}}
 	case opRemove:
 		switch {
 		case !isMember(cs, ch.id):
@@ -283,6 +285,17 @@ func (n *Node) proposeChange(ch *memberChange) error {
 		return fmt.Errorf("%w: %w", ErrNoLeader, err)
 	}
 	return err
+}
+
+// newMemberID draws the id of a member to add: random, and never one a
+// member has or had (see directory).
+func (n *Node) newMemberID(cs raftpb.ConfState) uint64 {
+	for {
+		id := randomNonZero()
+		if _, taken := n.dir.get(id); !taken && !isMember(cs, id) && !n.dir.wasRemoved(id) && id != n.id.ID {
+			return id
+		}
+	}
 }
 
 // applyNote is something the apply goroutine applied that the loop must

@@ -29,6 +29,7 @@ func (c *cluster) addNode(name string) int {
 	cfg.Members = []Member{NewMember(name, freeAddr(c.t))}
 	c.cfgs = append(c.cfgs, cfg)
 	c.names = append(c.names, name)
+	c.ids = append(c.ids, 0) // the leader gives it one when it joins
 	c.nodes = append(c.nodes, nil)
 	c.sms = append(c.sms, nil)
 	return len(c.cfgs) - 1
@@ -41,9 +42,11 @@ func (c *cluster) join(via, i int) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	self := c.cfgs[i].Members[0]
-	if _, err := c.nodes[via].AddJoiner(ctx, self.Name, self.Addr); err != nil {
+	m, err := c.nodes[via].AddJoiner(ctx, self.Name, self.Addr)
+	if err != nil {
 		c.t.Fatalf("add joiner %s through node %d: %v", self.Name, via+1, err)
 	}
+	c.ids[i] = m.ID
 	st := c.nodes[via].Status()
 	c.cfgs[i].ClusterID = st.ClusterID
 	c.cfgs[i].Members = nil
@@ -336,9 +339,10 @@ func TestRestartKeepsChangedMembership(t *testing.T) {
 }
 
 // TestReplaceNodeWithLostDisk is the documented procedure: a node whose
-// disk was lost is removed, and a new node joins under a new name (the old
-// one is refused: the lost node must never be mistaken for its successor).
-// The cluster then has its redundancy back: it survives another failure.
+// disk was lost is removed, and a new node joins, under the same name and
+// address but with a new id, so that the lost node could never be taken for
+// its successor. The cluster then has its redundancy back: it survives
+// another failure.
 func TestReplaceNodeWithLostDisk(t *testing.T) {
 	c := startCluster(t, 3, nil)
 	lead := c.leader()
@@ -351,11 +355,12 @@ func TestReplaceNodeWithLostDisk(t *testing.T) {
 	if err := c.nodes[lead].RemoveMember(ctxFor(t, waitTimeout), c.id(lost)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.nodes[lead].AddJoiner(ctxFor(t, waitTimeout), c.names[lost], freeAddr(t)); !errors.Is(err, ErrMemberExists) {
-		t.Fatalf("join under the lost node's name: got %v, want ErrMemberExists", err)
-	}
-	j := c.addNode("n4")
+	j := c.addNode(c.names[lost])
+	c.cfgs[j].Members[0].Addr = c.cfgs[lost].Members[lost].Addr
 	c.join(lead, j)
+	if c.id(j) == c.id(lost) {
+		t.Fatal("the replacement has the lost node's id")
+	}
 	stay := others(3, lost)
 	c.waitVoters(append(stay, j)...)
 	c.waitApplied(j, want)

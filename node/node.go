@@ -821,17 +821,17 @@ func (n *Node) handOver(ctx context.Context) {
 		}
 	}
 	if to == 0 {
-		n.log.Info("stopping: no active voter to hand leadership to")
+		n.log.Info("no active peer to hand leadership to")
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(n.cfg.ElectionTicks)*n.cfg.TickInterval)
 	defer cancel()
 	start := time.Now()
 	if err := n.TransferLeadership(ctx, to); err != nil {
-		n.log.Info("stopping: the hand-over of leadership did not complete; stopping anyway", "to", st.Name(to), "err", err)
+		n.log.Info("leadership transfer did not complete; stopping anyway", "to", st.Name(to), "err", err)
 		return
 	}
-	n.log.Info("stopping: handed leadership over", "to", st.Name(to), "took", time.Since(start).Round(time.Millisecond))
+	n.log.Info("handed leadership over", "to", st.Name(to), "took", time.Since(start).Round(time.Millisecond))
 }
 
 // Close stops the node now: queued work is dropped. It returns once every

@@ -100,6 +100,7 @@ type cluster struct {
 	t     testing.TB
 	cfgs  []Config
 	names []string
+	ids   []uint64
 	nodes []*Node // nil while stopped
 	sms   []*recorder
 }
@@ -131,13 +132,14 @@ func newCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 		}
 		c.cfgs = append(c.cfgs, cfg)
 		c.names = append(c.names, members[i].Name)
+		c.ids = append(c.ids, members[i].ID)
 	}
 	t.Cleanup(c.closeAll)
 	return c
 }
 
 // id returns node i's raft id.
-func (c *cluster) id(i int) uint64 { return MemberID(c.names[i]) }
+func (c *cluster) id(i int) uint64 { return c.ids[i] }
 
 func startCluster(t testing.TB, size int, tweak func(*Config)) *cluster {
 	t.Helper()

@@ -110,6 +110,16 @@ func (s Status) Member(id uint64) (MemberState, bool) {
 	return s.Members[i], true
 }
 
+// MemberByName returns the state of the member called name, if it is a
+// member.
+func (s Status) MemberByName(name string) (MemberState, bool) {
+	i := slices.IndexFunc(s.Members, func(m MemberState) bool { return m.Name == name })
+	if i < 0 {
+		return MemberState{}, false
+	}
+	return s.Members[i], true
+}
+
 // LogAttrs returns the status line's fields, in the key=value form the
 // original program printed every 2 seconds.
 func (s Status) LogAttrs() []slog.Attr {

@@ -173,24 +173,26 @@ func (s *Server) addMember(ctx context.Context, r *http.Request) (uint64, int, e
 				"the asking node belongs to cluster %016x; this is cluster %016x", id, st.ClusterID)}
 		}
 	}
-	id := node.MemberID(req.Name)
 	code := http.StatusCreated
-	if _, ok := s.node.Status().Member(id); ok {
+	if _, ok := s.node.Status().MemberByName(req.Name); ok {
 		code = http.StatusOK // a joiner asking again; anything else is refused
 	}
-	var err error
+	var (
+		m   node.MemberState
+		err error
+	)
 	if req.Join {
-		_, err = s.node.AddJoiner(ctx, req.Name, req.PeerAddr)
+		m, err = s.node.AddJoiner(ctx, req.Name, req.PeerAddr)
 	} else {
-		_, err = s.node.AddMember(ctx, req.Name, req.PeerAddr, req.Learner)
+		m, err = s.node.AddMember(ctx, req.Name, req.PeerAddr, req.Learner)
 	}
-	return id, code, err
+	return m.ID, code, err
 }
 
 // memberID returns the id of the member named by the request's path.
 func (s *Server) memberID(r *http.Request) (uint64, error) {
 	name := r.PathValue("name")
-	if m, ok := s.node.Status().Member(node.MemberID(name)); ok {
+	if m, ok := s.node.Status().MemberByName(name); ok {
 		return m.ID, nil
 	}
 	return 0, &apiError{http.StatusNotFound, "not_member", fmt.Sprintf("%q is not a member", name)}

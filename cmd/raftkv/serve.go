@@ -283,11 +283,11 @@ func join(ctx context.Context, cfg *node.Config, joinAddr string, logger *slog.L
 	}
 	var members []node.Member
 	for _, m := range ans.Members {
-		nm := node.NewMember(m.Name, m.Addr)
-		if fmt.Sprintf("%016x", nm.ID) != m.ID {
-			return fmt.Errorf("join the cluster at %s: member %q has id %s, not its name's", joinAddr, m.Name, m.ID)
+		id, err := strconv.ParseUint(m.ID, 16, 64)
+		if err != nil {
+			return fmt.Errorf("join the cluster at %s: member %q has a bad id %q", joinAddr, m.Name, m.ID)
 		}
-		members = append(members, nm)
+		members = append(members, node.Member{Name: m.Name, ID: id, Addr: m.Addr})
 	}
 	cfg.ClusterID, cfg.Members, cfg.Join = cluster, members, true
 	logger.Info("added to the cluster as a learner; it becomes a voter once it has caught up", "cluster", ans.ClusterID, "leader", ans.Leader)
